@@ -1,0 +1,171 @@
+#!/usr/bin/env node
+/**
+ * The command line: the only module that reads `process` (argv, env, signals) and sets the exit code.
+ * It parses flags, builds the configuration, logger and store, installs signal handlers, runs one
+ * command and turns its result or error into a documented exit code (README, "Exit codes").
+ */
+import { hostname } from 'node:os';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ENV_VARS, loadConfig, SETTINGS, type Config, type Setting } from './config.js';
+import { DbSyncError, ExitCode, exitCodeFor, toError } from './errors.js';
+import { Shutdown } from './lifecycle.js';
+import { createLogger, type Logger } from './logger.js';
+import { createStore } from './replica/create-store.js';
+import { VERSION } from './version.js';
+import type { CommandContext } from './commands/context.js';
+import { downloadCommand } from './commands/download.js';
+import { healthCommand } from './commands/health.js';
+import { runCommand } from './commands/run.js';
+import { shutdownCommand, startupCommand } from './commands/startup.js';
+import { uploadCommand } from './commands/upload.js';
+
+type Command = (ctx: CommandContext) => Promise<number>;
+
+interface CommandSpec {
+  readonly summary: string;
+  readonly run?: Command;
+}
+
+const COMMANDS: Readonly<Record<string, CommandSpec>> = {
+  run: { summary: 'daemon: restore if needed, sync every interval, final upload + backup key on SIGTERM', run: runCommand },
+  upload: { summary: 'take one consistent snapshot and upload it to KEY', run: uploadCommand },
+  download: { summary: 'restore the newest good copy (or --version-id) to DB_LOCAL_PATH; --force to replace', run: downloadCommand },
+  startup: { summary: "the old script's start verb: restore when there is no local database", run: startupCommand },
+  shutdown: { summary: "the old script's stop verb: final upload and KEY.backup.YYYYMMDD_HHMMSS", run: shutdownCommand },
+  health: { summary: 'probe a running daemon: exit 0 when ready (--live: when alive), 8 otherwise' },
+};
+
+const COMMAND_OPTIONS = {
+  force: { type: 'boolean', description: 'download: replace an existing local database (kept as .backup)' },
+  'version-id': { type: 'string', description: 'download: restore this object version' },
+  json: { type: 'boolean', description: 'print the result as one JSON line' },
+  live: { type: 'boolean', description: 'health: check liveness (/healthz) instead of readiness' },
+  help: { type: 'boolean', short: 'h', description: 'show this help' },
+  version: { type: 'boolean', short: 'v', description: 'print the version' },
+} as const;
+
+function parseOptions(): ParseArgsConfig['options'] {
+  const options: NonNullable<ParseArgsConfig['options']> = {};
+  for (const s of SETTINGS as readonly Setting[]) options[s.flag] = { type: s.boolean ? 'boolean' : 'string' };
+  for (const [name, o] of Object.entries(COMMAND_OPTIONS)) {
+    options[name] = 'short' in o ? { type: o.type, short: o.short } : { type: o.type };
+  }
+  return options;
+}
+
+/** The help text, built from the command and settings tables so it cannot drift from the code. */
+export function helpText(): string {
+  const lines = [
+    `db-sync ${VERSION}: keep a SQLite database durable in a versioned S3 bucket`,
+    '',
+    'Usage: db-sync <command> [flags]',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`),
+    '',
+    'Settings (flag / environment variable, default):',
+    ...(SETTINGS as readonly Setting[]).map((s) => `  --${s.flag.padEnd(18)} ${s.env.padEnd(26)} ${s.description} [${s.defaultText}]`),
+    '',
+    'Other flags:',
+    ...Object.entries(COMMAND_OPTIONS).map(([name, o]) => `  --${name.padEnd(18)} ${o.description}`),
+    '',
+    'Exit codes:',
+    ...Object.entries(ExitCode).map(([name, code]) => `  ${String(code).padStart(3)}  ${name}`),
+    '',
+    'Credentials come from the AWS SDK default chain (task role, AWS_* env, profile).',
+  ];
+  return lines.join('\n');
+}
+
+function printError(error: unknown, log: Logger | undefined): void {
+  const err = toError(error);
+  const hint = err instanceof DbSyncError ? err.hint : undefined;
+  log?.error({ err: { message: err.message, kind: err instanceof DbSyncError ? err.kind : 'Failure' }, hint }, 'command failed');
+  process.stderr.write(`db-sync: ${err.message}\n${hint ? `  hint: ${hint}\n` : ''}`);
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: parseOptions(), allowPositionals: true, strict: true });
+  } catch (error) {
+    process.stderr.write(`db-sync: ${(error as Error).message}\n  hint: see \`db-sync --help\`\n`);
+    return ExitCode.Usage;
+  }
+  const { positionals } = parsed;
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (values.version) {
+    process.stdout.write(`${VERSION}\n`);
+    return ExitCode.Ok;
+  }
+  const name = positionals[0];
+  if (values.help || name === undefined || name === 'help') {
+    process.stdout.write(`${helpText()}\n`);
+    return name === undefined && !values.help ? ExitCode.Usage : ExitCode.Ok;
+  }
+  const spec = COMMANDS[name];
+  if (!spec) {
+    process.stderr.write(`db-sync: unknown command "${name}"\n  hint: commands are ${Object.keys(COMMANDS).join(', ')}\n`);
+    return ExitCode.Usage;
+  }
+  if (positionals.length > 1) {
+    process.stderr.write(`db-sync: unexpected argument "${positionals[1]}"\n  hint: see \`db-sync --help\`\n`);
+    return ExitCode.Usage;
+  }
+
+  let config: Config;
+  try {
+    config = loadConfig(process.env, values, { needsReplica: spec.run !== undefined });
+  } catch (error) {
+    printError(error, undefined);
+    return exitCodeFor(error);
+  }
+
+  if (!spec.run) {
+    if (config.healthPort === 0) {
+      process.stderr.write('db-sync: the health server is disabled (DB_SYNC_HEALTH_PORT=0); nothing to probe\n');
+      return ExitCode.Usage;
+    }
+    return healthCommand(config, values.live === true, (line) => process.stdout.write(`${line}\n`));
+  }
+
+  const log = createLogger({ level: config.logLevel });
+  const shutdown = new Shutdown();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    const stage = shutdown.request(signal);
+    if (stage === 'graceful') log.info({ signal }, 'stop requested; finishing (send again to abort)');
+    else log.warn({ signal }, 'second stop request; aborting now');
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  const store = createStore(config);
+  shutdown.onClose('store', () => store.close());
+  const ctx: CommandContext = {
+    config,
+    log: log.child({ command: name }),
+    store,
+    origin: { host: hostname(), toolVersion: VERSION },
+    shutdown,
+    flags: { force: values.force === true, versionId: values['version-id'] as string | undefined, json: values.json === true },
+    print: (line) => process.stdout.write(`${line}\n`),
+  };
+  log.debug({ env: ENV_VARS.filter((n) => process.env[n] !== undefined) }, 'configuration read');
+  let code: number;
+  try {
+    code = await spec.run(ctx);
+  } catch (error) {
+    printError(error, log);
+    code = shutdown.hard.aborted ? ExitCode.Aborted : exitCodeFor(error);
+  }
+  for (const failure of await shutdown.close()) log.warn({ err: failure.message }, 'cleanup failed');
+  return code;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`db-sync: unexpected error: ${toError(error).stack ?? String(error)}\n`);
+    process.exit(ExitCode.Failure);
+  },
+);

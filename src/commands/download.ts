@@ -1,0 +1,51 @@
+/**
+ * `db-sync download`: fetch the newest good copy (or `--version-id`) into DB_LOCAL_PATH, verified.
+ * Never replaces an existing local database without `--force`; with it, the old file is kept at
+ * `DB_LOCAL_PATH.backup`.
+ */
+import { stat } from 'node:fs/promises';
+import { DbSyncError, ExitCode } from '../errors.js';
+import { restoreExact, restoreNewestGood } from '../core/restore.js';
+import type { CommandContext } from './context.js';
+
+export async function downloadCommand(ctx: CommandContext): Promise<number> {
+  const { config, flags } = ctx;
+  const target = config.localPath;
+  if (!flags.force && (await stat(target).catch(() => null))) {
+    throw new DbSyncError('Refused', `${target} already exists; not overwriting it`, {
+      hint: 'pass --force to replace it (the current file is kept as DB_LOCAL_PATH.backup), or set DB_LOCAL_PATH to a new path',
+    });
+  }
+  const options = { check: config.integrityCheck, log: ctx.log, signal: ctx.shutdown.graceful, keepPrevious: true };
+  const restored = flags.versionId
+    ? await restoreExact(ctx.store, { key: config.key, versionId: flags.versionId }, target, options)
+    : await restoreNewestGood(ctx.store, config.key, target, options);
+  if (!restored) {
+    throw new DbSyncError(
+      'NotFound',
+      `${config.key}${flags.versionId ? ` version ${flags.versionId}` : ''} does not exist in ${ctx.store.location}`,
+      {
+        hint: flags.versionId
+          ? 'list the versions with `db-sync backups`'
+          : 'check DB_S3_BUCKET and DB_S3_KEY; nothing has been uploaded there yet',
+      },
+    );
+  }
+  const result = {
+    path: target,
+    key: restored.info.key,
+    versionId: restored.info.versionId,
+    sizeBytes: restored.sizeBytes,
+    sha256: restored.sha256,
+    checksumVerified: restored.checksumVerified,
+    previousKeptAt: restored.previousKeptAt,
+  };
+  ctx.log.info(result, 'database downloaded');
+  ctx.print(
+    flags.json
+      ? JSON.stringify(result)
+      : `downloaded ${result.key}${result.versionId ? `@${result.versionId}` : ''} (${result.sizeBytes} bytes) to ${target}` +
+          (result.previousKeptAt ? `; previous file kept at ${result.previousKeptAt}` : ''),
+  );
+  return ExitCode.Ok;
+}

@@ -1,0 +1,109 @@
+/**
+ * `db-sync run`: the daemon. Restore, become ready, sync every interval, and on the first SIGTERM/SIGINT
+ * take the final snapshot, upload it and write the backup key within the shutdown deadline.
+ * Exit 0 only when that final sync succeeded.
+ */
+import { ExitCode, isAbort } from '../errors.js';
+import { Sidecar } from '../core/sidecar.js';
+import { startHealthServer, type HealthServer } from '../http/health-server.js';
+import { uploadContext, type CommandContext } from './context.js';
+import { DbSyncError } from '../errors.js';
+
+/** Start the sidecar's health server (when enabled) and register its closing. */
+export async function startHealth(ctx: CommandContext, sidecar: Sidecar): Promise<HealthServer | undefined> {
+  const { config, log } = ctx;
+  if (config.healthPort === 0) return undefined;
+  try {
+    const server = await startHealthServer({
+      host: config.healthHost,
+      port: config.healthPort,
+      log,
+      source: {
+        ready: () => sidecar.ready(),
+        live: () => ({ ok: sidecar.phase !== 'failed', state: sidecar.phase }),
+        status: () => ({
+          ...sidecar.status(),
+          config: {
+            location: ctx.store.location,
+            key: config.key,
+            localPath: config.localPath,
+            intervalMs: config.intervalMs,
+            shutdownTimeoutMs: config.shutdownTimeoutMs,
+            integrityCheck: config.integrityCheck,
+          },
+          version: ctx.origin.toolVersion,
+        }),
+      },
+    });
+    ctx.shutdown.onClose('health server', () => server.close());
+    return server;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new DbSyncError('Usage', `health server on ${config.healthHost}:${config.healthPort}: ${(error as Error).message}`, {
+      hint:
+        code === 'EADDRINUSE'
+          ? 'the port is taken (another db-sync?); set DB_SYNC_HEALTH_PORT to a free port, or 0 to disable'
+          : 'check DB_SYNC_HEALTH_HOST and DB_SYNC_HEALTH_PORT',
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Prepare and start a sidecar: health server first (so ECS sees a live, not-ready process during a long
+ * restore), then the restore, then the loop. Returns undefined when a stop arrived before it was ready.
+ */
+export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undefined> {
+  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs });
+  ctx.shutdown.onClose('sync loop', () => sidecar.close());
+  await startHealth(ctx, sidecar);
+  try {
+    await sidecar.prepare(ctx.shutdown.graceful);
+  } catch (error) {
+    if (isAbort(error, ctx.shutdown.graceful)) {
+      ctx.log.warn({ reason: ctx.shutdown.reason }, 'stopped before the database was ready; nothing uploaded');
+      return undefined;
+    }
+    throw error;
+  }
+  sidecar.start();
+  ctx.log.info({ intervalMs: ctx.config.intervalMs, key: ctx.config.key, location: ctx.store.location }, 'ready; syncing');
+  return sidecar;
+}
+
+/**
+ * The final sync under the shutdown deadline.
+ * @returns the exit code: Ok, Failure when the final sync failed, Aborted on a second signal.
+ */
+export async function finishSidecar(ctx: CommandContext, sidecar: Sidecar): Promise<number> {
+  const deadline = ctx.config.shutdownTimeoutMs;
+  ctx.log.info({ reason: ctx.shutdown.reason, deadlineMs: deadline }, 'stopping: final snapshot and upload');
+  const signal = ctx.shutdown.drainSignal(deadline);
+  try {
+    const result = await sidecar.finish(signal);
+    ctx.log.info(
+      { uploaded: result.uploaded?.versionId ?? (result.uploaded ? true : false), backup: result.backup?.key, note: result.note },
+      'final sync complete',
+    );
+    return ExitCode.Ok;
+  } catch (error) {
+    const hard = ctx.shutdown.hard.aborted;
+    const why = hard
+      ? 'aborted by a second signal'
+      : signal.aborted
+        ? `did not finish within ${deadline / 1000}s`
+        : (error as Error).message;
+    ctx.log.fatal(
+      { err: (error as Error).message, hint: error instanceof DbSyncError ? error.hint : undefined },
+      `FINAL SYNC FAILED (${why}): changes since the last upload are NOT in the store`,
+    );
+    return hard ? ExitCode.Aborted : ExitCode.Failure;
+  }
+}
+
+export async function runCommand(ctx: CommandContext): Promise<number> {
+  const sidecar = await startSidecar(ctx);
+  if (!sidecar) return ExitCode.Ok;
+  await ctx.shutdown.requested();
+  return finishSidecar(ctx, sidecar);
+}

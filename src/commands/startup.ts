@@ -1,0 +1,42 @@
+/**
+ * `db-sync startup` and `db-sync shutdown`: the old script's two verbs, with the same meaning, so an
+ * existing entrypoint can switch by changing one word. `startup` restores when there is no local
+ * database (and keeps one that exists); `shutdown` uploads a final snapshot and writes the backup key.
+ */
+import { ExitCode } from '../errors.js';
+import { recordedSha256 } from '../core/metadata.js';
+import { withRetry } from '../core/retry.js';
+import { Sidecar } from '../core/sidecar.js';
+import { snapshotAndUpload, writeBackupKey } from '../core/upload.js';
+import { uploadContext, type CommandContext } from './context.js';
+
+export async function startupCommand(ctx: CommandContext): Promise<number> {
+  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs });
+  try {
+    const result = await sidecar.prepare(ctx.shutdown.graceful);
+    ctx.print(
+      ctx.flags.json
+        ? JSON.stringify({ action: result.action, path: ctx.config.localPath, versionId: result.restored?.info.versionId })
+        : `${result.action}: ${ctx.config.localPath}`,
+    );
+    return ExitCode.Ok;
+  } finally {
+    sidecar.close();
+  }
+}
+
+export async function shutdownCommand(ctx: CommandContext): Promise<number> {
+  const upload = uploadContext(ctx);
+  const signal = ctx.shutdown.drainSignal(ctx.config.shutdownTimeoutMs);
+  const remote = await withRetry(`head ${upload.key}`, () => ctx.store.head(upload.key, { signal }), { log: ctx.log, signal });
+  const outcome = await snapshotAndUpload(upload, { signal, skipIfSha256: remote ? recordedSha256(remote.metadata) : undefined });
+  const versionId = outcome.uploaded ? outcome.uploaded.versionId : remote?.versionId;
+  const backup = await writeBackupKey(upload, versionId, new Date(), signal);
+  const result = { uploaded: outcome.uploaded !== undefined, versionId, backupKey: backup.key, sha256: outcome.snapshot.sha256 };
+  ctx.print(
+    ctx.flags.json
+      ? JSON.stringify(result)
+      : `${result.uploaded ? 'uploaded' : 'unchanged, not re-uploaded'}; backup written to ${result.backupKey}`,
+  );
+  return ExitCode.Ok;
+}

@@ -1,0 +1,21 @@
+/** `db-sync upload`: one consistent snapshot of the local database, uploaded to KEY. */
+import { ExitCode } from '../errors.js';
+import { snapshotAndUpload } from '../core/upload.js';
+import { uploadContext, type CommandContext } from './context.js';
+
+export async function uploadCommand(ctx: CommandContext): Promise<number> {
+  const outcome = await snapshotAndUpload(uploadContext(ctx), { signal: ctx.shutdown.graceful });
+  const result = {
+    key: ctx.config.key,
+    location: ctx.store.location,
+    versionId: outcome.uploaded?.versionId,
+    sizeBytes: outcome.snapshot.sizeBytes,
+    sha256: outcome.snapshot.sha256,
+  };
+  ctx.print(
+    ctx.flags.json
+      ? JSON.stringify(result)
+      : `uploaded ${result.sizeBytes} bytes to ${ctx.config.key} (${ctx.store.location}) sha256=${result.sha256}`,
+  );
+  return ExitCode.Ok;
+}

@@ -1,0 +1,309 @@
+/**
+ * Configuration: environment variables and command-line flags become one frozen {@link Config}.
+ *
+ * Every setting is declared once in {@link SETTINGS}: its env var, its flag, its default and its parser.
+ * The README table, the Terraform tests and `--help` all read that table, so a name can never drift.
+ * Flags win over env vars. Parsing collects every problem and reports them together in one
+ * {@link DbSyncError} of kind `Usage` (exit 2), before anything is touched.
+ */
+import { DbSyncError } from './errors.js';
+
+export const DEFAULT_KEY = 'db.sqlite3';
+export const DEFAULT_LOCAL_PATH = '/app/db.sqlite3';
+export const DEFAULT_INTERVAL_MS = 5 * 60_000;
+/** Well inside ECS's default 30 s stop timeout, leaving room for the app to stop first. */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 20_000;
+export const DEFAULT_HEALTH_PORT = 8790;
+/** Loopback by default: the ECS health check runs inside the task, and nothing else should reach it. */
+export const DEFAULT_HEALTH_HOST = '127.0.0.1';
+export const MIN_INTERVAL_MS = 1_000;
+
+export type IntegrityCheck = 'quick' | 'full' | 'none';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+
+export interface Config {
+  /** S3 bucket. Required unless {@link replicaDir} is set. */
+  readonly bucket: string | undefined;
+  /** Object key of the latest snapshot; backups live at `KEY.backup.YYYYMMDD_HHMMSS`. */
+  readonly key: string;
+  /** Path of the live SQLite database. */
+  readonly localPath: string;
+  /** When set, replicate into this local directory instead of S3 (development, demos, tests, NFS/EFS). */
+  readonly replicaDir: string | undefined;
+  /** How often to look for changes and upload a snapshot. */
+  readonly intervalMs: number;
+  /** Health server port; 0 disables the server. */
+  readonly healthPort: number;
+  readonly healthHost: string;
+  /** Deadline for the final snapshot + upload after the first SIGTERM/SIGINT. */
+  readonly shutdownTimeoutMs: number;
+  /** Custom S3 endpoint (MinIO, R2, Ceph RGW, LocalStack). */
+  readonly endpoint: string | undefined;
+  readonly forcePathStyle: boolean;
+  readonly region: string | undefined;
+  /** Integrity check run on every snapshot and every restore. */
+  readonly integrityCheck: IntegrityCheck;
+  readonly logLevel: LogLevel;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
+
+/** One configuration setting: where it comes from and how it is parsed. */
+export interface Setting<K extends keyof Config = keyof Config> {
+  readonly field: K;
+  /** Environment variable name (the primary interface, as in an ECS task definition). */
+  readonly env: string;
+  /** Extra env vars read when {@link env} is unset, in order (e.g. `AWS_REGION`). */
+  readonly envFallbacks?: readonly string[];
+  /** Long flag without dashes; every flag mirrors an env var. */
+  readonly flag: string;
+  /** Whether the flag takes no value (`--force-path-style`). */
+  readonly boolean?: boolean;
+  readonly description: string;
+  /** Default as shown in docs. */
+  readonly defaultText: string;
+  readonly parse: (raw: string | undefined) => Parsed<Config[K]>;
+}
+
+const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
+const bad = <T>(problem: string): Parsed<T> => ({ ok: false, problem });
+
+/**
+ * Parse a duration: plain seconds (`300`), or a number with a unit: `ms`, `s`, `m`, `h` (`30s`, `5m`, `1.5h`).
+ * Returns milliseconds, or undefined when the text is not a duration.
+ */
+export function parseDuration(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(text);
+  if (!match) return undefined;
+  const amount = Number(match[1]);
+  const unit = (match[2] ?? 's').toLowerCase();
+  const factor = unit === 'ms' ? 1 : unit === 's' ? 1_000 : unit === 'm' ? 60_000 : 3_600_000;
+  return Math.round(amount * factor);
+}
+
+function duration(name: string, fallbackMs: number, minMs: number) {
+  return (raw: string | undefined): Parsed<number> => {
+    if (raw === undefined || raw.trim() === '') return ok(fallbackMs);
+    const ms = parseDuration(raw);
+    if (ms === undefined) return bad(`${name}="${raw}" is not a duration; use seconds (300) or a unit (30s, 5m, 1h)`);
+    if (ms < minMs) return bad(`${name}="${raw}" is too short; the minimum is ${minMs / 1000}s`);
+    return ok(ms);
+  };
+}
+
+function optionalString(raw: string | undefined): Parsed<string | undefined> {
+  return ok(raw === undefined || raw.trim() === '' ? undefined : raw.trim());
+}
+
+function stringWithDefault(fallback: string) {
+  return (raw: string | undefined): Parsed<string> => ok(raw === undefined || raw.trim() === '' ? fallback : raw.trim());
+}
+
+function booleanValue(name: string) {
+  return (raw: string | undefined): Parsed<boolean> => {
+    if (raw === undefined || raw.trim() === '') return ok(false);
+    const v = raw.trim().toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(v)) return ok(true);
+    if (['0', 'false', 'no', 'off'].includes(v)) return ok(false);
+    return bad(`${name}="${raw}" is not a boolean; use true or false`);
+  };
+}
+
+function oneOf<T extends string>(name: string, values: readonly T[], fallback: T) {
+  return (raw: string | undefined): Parsed<T> => {
+    if (raw === undefined || raw.trim() === '') return ok(fallback);
+    const v = raw.trim().toLowerCase() as T;
+    return values.includes(v) ? ok(v) : bad(`${name}="${raw}" must be one of: ${values.join(', ')}`);
+  };
+}
+
+function port(name: string, fallback: number) {
+  return (raw: string | undefined): Parsed<number> => {
+    if (raw === undefined || raw.trim() === '') return ok(fallback);
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 0 || n > 65_535) {
+      return bad(`${name}="${raw}" is not a port; use 1-65535, or 0 to disable the health server`);
+    }
+    return ok(n);
+  };
+}
+
+function s3Key(raw: string | undefined): Parsed<string> {
+  const key = raw === undefined || raw.trim() === '' ? DEFAULT_KEY : raw.trim();
+  if (key.startsWith('/')) return bad(`DB_S3_KEY="${key}" must not start with "/"; S3 keys are relative to the bucket`);
+  if (key.endsWith('/')) return bad(`DB_S3_KEY="${key}" names a folder; give the object name, e.g. "${key}db.sqlite3"`);
+  if (Buffer.byteLength(key) > 900) return bad('DB_S3_KEY is too long; S3 keys are at most 1024 bytes with room for suffixes');
+  return ok(key);
+}
+
+function endpointUrl(raw: string | undefined): Parsed<string | undefined> {
+  if (raw === undefined || raw.trim() === '') return ok(undefined);
+  try {
+    const url = new URL(raw.trim());
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      return bad(`DB_S3_ENDPOINT="${raw}" must be an http:// or https:// URL`);
+    }
+    return ok(raw.trim());
+  } catch {
+    return bad(`DB_S3_ENDPOINT="${raw}" is not a URL; e.g. http://127.0.0.1:7480`);
+  }
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+function setting<K extends keyof Config>(s: Setting<K>): Setting<K> {
+  return s;
+}
+
+/** Every setting, in the order the docs list them. */
+export const SETTINGS = [
+  setting({
+    field: 'bucket',
+    env: 'DB_S3_BUCKET',
+    flag: 'bucket',
+    description: 'S3 bucket holding the database (versioning on). Required unless DB_SYNC_REPLICA_DIR is set.',
+    defaultText: '(required)',
+    parse: optionalString,
+  }),
+  setting({
+    field: 'key',
+    env: 'DB_S3_KEY',
+    flag: 'key',
+    description: 'Object key of the latest snapshot; backups go to KEY.backup.YYYYMMDD_HHMMSS.',
+    defaultText: DEFAULT_KEY,
+    parse: s3Key,
+  }),
+  setting({
+    field: 'localPath',
+    env: 'DB_LOCAL_PATH',
+    flag: 'local-path',
+    description: 'Path of the live SQLite database file.',
+    defaultText: DEFAULT_LOCAL_PATH,
+    parse: stringWithDefault(DEFAULT_LOCAL_PATH),
+  }),
+  setting({
+    field: 'replicaDir',
+    env: 'DB_SYNC_REPLICA_DIR',
+    flag: 'replica-dir',
+    description: 'Replicate to this local directory instead of S3 (development, demos, mounted volumes).',
+    defaultText: '(unset: use S3)',
+    parse: optionalString,
+  }),
+  setting({
+    field: 'intervalMs',
+    env: 'DB_SYNC_INTERVAL',
+    flag: 'interval',
+    description: 'How often to snapshot and upload when the database changed: seconds or 30s, 5m, 1h.',
+    defaultText: '5m',
+    parse: duration('DB_SYNC_INTERVAL', DEFAULT_INTERVAL_MS, MIN_INTERVAL_MS),
+  }),
+  setting({
+    field: 'healthPort',
+    env: 'DB_SYNC_HEALTH_PORT',
+    flag: 'health-port',
+    description: 'Port of the health server (/healthz, /readyz); 0 disables it.',
+    defaultText: String(DEFAULT_HEALTH_PORT),
+    parse: port('DB_SYNC_HEALTH_PORT', DEFAULT_HEALTH_PORT),
+  }),
+  setting({
+    field: 'healthHost',
+    env: 'DB_SYNC_HEALTH_HOST',
+    flag: 'health-host',
+    description: 'Address the health server binds to; 0.0.0.0 to reach it from other containers.',
+    defaultText: DEFAULT_HEALTH_HOST,
+    parse: stringWithDefault(DEFAULT_HEALTH_HOST),
+  }),
+  setting({
+    field: 'shutdownTimeoutMs',
+    env: 'DB_SYNC_SHUTDOWN_TIMEOUT',
+    flag: 'shutdown-timeout',
+    description: 'Deadline for the final snapshot and upload after SIGTERM; keep it below the ECS stopTimeout.',
+    defaultText: '20s',
+    parse: duration('DB_SYNC_SHUTDOWN_TIMEOUT', DEFAULT_SHUTDOWN_TIMEOUT_MS, 1_000),
+  }),
+  setting({
+    field: 'endpoint',
+    env: 'DB_S3_ENDPOINT',
+    flag: 'endpoint',
+    description: 'Custom S3 endpoint URL (MinIO, R2, Ceph RGW, LocalStack).',
+    defaultText: '(AWS)',
+    parse: endpointUrl,
+  }),
+  setting({
+    field: 'forcePathStyle',
+    env: 'DB_S3_FORCE_PATH_STYLE',
+    flag: 'force-path-style',
+    boolean: true,
+    description: 'Use path-style URLs (http://host/bucket/key); most S3-compatible servers need it.',
+    defaultText: 'false',
+    parse: booleanValue('DB_S3_FORCE_PATH_STYLE'),
+  }),
+  setting({
+    field: 'region',
+    env: 'DB_S3_REGION',
+    envFallbacks: ['AWS_REGION', 'AWS_DEFAULT_REGION'],
+    flag: 'region',
+    description: 'S3 region; falls back to AWS_REGION.',
+    defaultText: '(AWS_REGION, else us-east-1)',
+    parse: optionalString,
+  }),
+  setting({
+    field: 'integrityCheck',
+    env: 'DB_SYNC_INTEGRITY_CHECK',
+    flag: 'integrity-check',
+    description: 'Check run on every snapshot and restore: quick (PRAGMA quick_check), full (integrity_check) or none.',
+    defaultText: 'quick',
+    parse: oneOf<IntegrityCheck>('DB_SYNC_INTEGRITY_CHECK', ['quick', 'full', 'none'], 'quick'),
+  }),
+  setting({
+    field: 'logLevel',
+    env: 'LOG_LEVEL',
+    flag: 'log-level',
+    description: 'trace, debug, info, warn, error, fatal or silent.',
+    defaultText: 'info',
+    parse: oneOf<LogLevel>('LOG_LEVEL', LOG_LEVELS, 'info'),
+  }),
+] as const satisfies readonly Setting[];
+
+/** Names of every environment variable db-sync reads (for docs and deployment checks). */
+export const ENV_VARS: readonly string[] = (SETTINGS as readonly Setting[]).flatMap((s) => [s.env, ...(s.envFallbacks ?? [])]);
+
+/** Flag values as strings (booleans as "true"), keyed by flag name without dashes. */
+export type FlagValues = Readonly<Record<string, string | boolean | undefined>>;
+
+export interface LoadConfigOptions {
+  /** Whether this command needs a replica (bucket or directory). `health` does not. */
+  readonly needsReplica?: boolean;
+}
+
+/**
+ * Build the configuration from env and flags.
+ * @throws DbSyncError (kind `Usage`) listing every problem found, one per line.
+ */
+export function loadConfig(env: Env, flags: FlagValues = {}, options: LoadConfigOptions = {}): Config {
+  const problems: string[] = [];
+  const values: Record<string, unknown> = {};
+  for (const s of SETTINGS as readonly Setting[]) {
+    const flag = flags[s.flag];
+    let raw: string | undefined;
+    if (flag !== undefined) raw = typeof flag === 'boolean' ? String(flag) : flag;
+    else raw = [s.env, ...(s.envFallbacks ?? [])].map((name) => env[name]).find((v) => v !== undefined && v !== '');
+    const parsed = s.parse(raw);
+    if (parsed.ok) values[s.field] = parsed.value;
+    else problems.push(flag !== undefined ? `${parsed.problem} (from --${s.flag})` : parsed.problem);
+  }
+  const config = values as unknown as Config;
+  if ((options.needsReplica ?? true) && problems.length === 0 && !config.bucket && !config.replicaDir) {
+    problems.push('DB_S3_BUCKET is not set; set it to the bucket that holds the database (or --bucket NAME)');
+  }
+  if (config.bucket && config.replicaDir) {
+    problems.push('DB_S3_BUCKET and DB_SYNC_REPLICA_DIR are both set; choose one replica');
+  }
+  if (problems.length > 0) {
+    throw new DbSyncError('Usage', `invalid configuration:\n  - ${problems.join('\n  - ')}`, {
+      hint: 'fix the settings above (see `db-sync --help` or the README) and run again; nothing was changed',
+    });
+  }
+  return Object.freeze(config);
+}

@@ -1,0 +1,32 @@
+/**
+ * Timestamped backup keys: `KEY.backup.YYYYMMDD_HHMMSS` in UTC — the format today's scripts already
+ * write and their users already list and restore from.
+ */
+
+const PATTERN = /^(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})$/;
+
+const pad = (n: number): string => String(n).padStart(2, '0');
+
+/** The backup key for `key` at time `at` (UTC, second precision). */
+export function backupKey(key: string, at: Date): string {
+  const stamp =
+    `${at.getUTCFullYear()}${pad(at.getUTCMonth() + 1)}${pad(at.getUTCDate())}_` +
+    `${pad(at.getUTCHours())}${pad(at.getUTCMinutes())}${pad(at.getUTCSeconds())}`;
+  return `${key}.backup.${stamp}`;
+}
+
+/** The prefix every backup key of `key` starts with. */
+export function backupPrefix(key: string): string {
+  return `${key}.backup.`;
+}
+
+/** The time encoded in a backup key of `key`, or undefined when `candidate` is not one. */
+export function parseBackupKey(key: string, candidate: string): Date | undefined {
+  if (!candidate.startsWith(backupPrefix(key))) return undefined;
+  const m = PATTERN.exec(candidate.slice(backupPrefix(key).length));
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s] = m.map(Number) as [number, number, number, number, number, number, number];
+  const at = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
+  // Reject impossible dates such as 20250231 that Date.UTC would roll over.
+  return at.getUTCMonth() === mo - 1 && at.getUTCDate() === d ? at : undefined;
+}

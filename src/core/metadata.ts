@@ -1,0 +1,32 @@
+/**
+ * The metadata every snapshot object carries (S3 user metadata, `x-amz-meta-*`), so a human or a restore
+ * can tell what an object is without downloading it.
+ */
+import type { ObjectMetadata } from '../replica/store.js';
+
+/** Metadata keys, lowercase as S3 stores them. Part of the documented S3 layout; never rename one. */
+export const META_SHA256 = 'sha256';
+export const META_SNAPSHOT_AT = 'snapshot-at';
+export const META_SOURCE_HOST = 'source-host';
+export const META_TOOL_VERSION = 'db-sync-version';
+
+/** Who is writing: recorded in metadata and logs. The CLI fills it in from the process. */
+export interface Origin {
+  readonly host: string;
+  readonly toolVersion: string;
+}
+
+export function snapshotMetadata(snapshot: { sha256: string; takenAt: Date }, origin: Origin): ObjectMetadata {
+  return {
+    [META_SHA256]: snapshot.sha256,
+    [META_SNAPSHOT_AT]: snapshot.takenAt.toISOString(),
+    [META_SOURCE_HOST]: origin.host,
+    [META_TOOL_VERSION]: origin.toolVersion,
+  };
+}
+
+/** The sha256 recorded in an object's metadata, when it is a well-formed one. */
+export function recordedSha256(metadata: ObjectMetadata): string | undefined {
+  const value = metadata[META_SHA256];
+  return value !== undefined && /^[0-9a-f]{64}$/.test(value) ? value : undefined;
+}

@@ -1,0 +1,254 @@
+/**
+ * The sync loop: every interval, upload a snapshot if (and only if) the database changed.
+ *
+ * - An unchanged database costs nothing: no snapshot, no request ({@link ChangeDetector}).
+ * - A changed database whose snapshot is byte-identical to the last upload costs a snapshot, no request.
+ * - The loop never dies on an error: it records it, logs it (rate-limited), retries sooner with backoff
+ *   and logs "recovered" when an upload succeeds again.
+ * - `syncNow()` shares the in-flight run, so callers (tests, the final sync) never overlap two uploads.
+ * It knows nothing of processes or signals: the caller decides when to start, stop and finish.
+ */
+import type { ObjectInfo } from '../replica/store.js';
+import { DbSyncError, StorageError, toError } from '../errors.js';
+import { ChangeDetector } from './change-detector.js';
+import { snapshotAndUpload, writeBackupKey, type UploadContext } from './upload.js';
+
+/** After a failure, retry after 5 s, 10 s, 20 s, ... but never later than the normal interval. */
+export const FAILURE_BACKOFF_MIN_MS = 5_000;
+
+export type TickResult = 'uploaded' | 'unchanged' | 'identical' | 'no-database';
+
+/** What the loop knows was last synced: the content's sha256, its version, and the change token then. */
+export interface SyncBaseline {
+  readonly sha256?: string | undefined;
+  readonly versionId?: string | undefined;
+  /** Change token of the local database when it matched the remote; undefined = unknown, look next tick. */
+  readonly token?: string | null | undefined;
+}
+
+export interface SyncStatus {
+  readonly running: boolean;
+  readonly syncing: boolean;
+  readonly lastUpload:
+    { readonly at: string; readonly versionId: string | undefined; readonly sizeBytes: number; readonly sha256: string } | undefined;
+  readonly lastCheckAt: string | undefined;
+  readonly nextRunAt: string | undefined;
+  /** When a change was first seen that has not reached the store yet (data at risk since then). */
+  readonly unsyncedSince: string | undefined;
+  readonly uploads: number;
+  readonly skippedUnchanged: number;
+  readonly consecutiveFailures: number;
+  readonly lastError: { readonly message: string; readonly code: string; readonly at: string } | undefined;
+}
+
+export interface FinalSyncResult {
+  readonly uploaded: ObjectInfo | undefined;
+  readonly backup: ObjectInfo | undefined;
+  /** Why nothing was written, when nothing was. */
+  readonly note?: string;
+}
+
+export interface SyncLoopOptions extends UploadContext {
+  readonly intervalMs: number;
+  /** Observer for metrics: called after every run with its result or error and its duration. */
+  readonly onRun?: (result: TickResult | Error, durationMs: number) => void;
+}
+
+export class SyncLoop {
+  private readonly detector: ChangeDetector;
+  private baseline: SyncBaseline = {};
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight: Promise<TickResult> | undefined;
+  private running = false;
+  private readonly abortController = new AbortController();
+  private lastUpload: SyncStatus['lastUpload'];
+  private lastCheckAt: Date | undefined;
+  private nextRunAt: Date | undefined;
+  private unsyncedSince: Date | undefined;
+  private uploads = 0;
+  private skippedUnchanged = 0;
+  private failures = 0;
+  private lastError: SyncStatus['lastError'];
+
+  constructor(private readonly options: SyncLoopOptions) {
+    this.detector = new ChangeDetector(options.dbPath);
+  }
+
+  /** Set what is known to be in the store already (after a restore, or from the remote at start). */
+  setBaseline(baseline: SyncBaseline): void {
+    this.baseline = { ...baseline };
+  }
+
+  /** The change token of the local database right now (null when absent). */
+  probe(): Promise<string | null> {
+    return this.detector.probe();
+  }
+
+  /** Start the timer. Idempotent. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.schedule(this.options.intervalMs);
+  }
+
+  private schedule(delayMs: number): void {
+    if (!this.running) return;
+    clearTimeout(this.timer);
+    this.nextRunAt = new Date(Date.now() + delayMs);
+    this.timer = setTimeout(() => void this.runScheduled(), delayMs);
+  }
+
+  private async runScheduled(): Promise<void> {
+    this.nextRunAt = undefined;
+    let delay = this.options.intervalMs;
+    try {
+      await this.syncNow();
+    } catch {
+      delay = Math.min(this.options.intervalMs, FAILURE_BACKOFF_MIN_MS * 2 ** Math.min(this.failures - 1, 16));
+    }
+    this.schedule(delay);
+  }
+
+  /**
+   * Look for a change and upload it now. Shares the run already in flight, if any.
+   * @throws the run's error (also recorded in {@link status}).
+   */
+  syncNow(): Promise<TickResult> {
+    this.inFlight ??= this.tick().finally(() => {
+      this.inFlight = undefined;
+    });
+    return this.inFlight;
+  }
+
+  private async tick(): Promise<TickResult> {
+    const started = performance.now();
+    try {
+      const result = await this.syncIfChanged(this.abortController.signal);
+      this.recordSuccess();
+      this.options.onRun?.(result, performance.now() - started);
+      return result;
+    } catch (error) {
+      const err = toError(error);
+      this.recordFailure(err);
+      this.options.onRun?.(err, performance.now() - started);
+      throw err;
+    }
+  }
+
+  private async syncIfChanged(signal: AbortSignal): Promise<TickResult> {
+    const log = this.options.log;
+    this.lastCheckAt = new Date();
+    const token = await this.detector.probe();
+    if (token === null) {
+      log.debug({ path: this.options.dbPath }, 'no database yet; nothing to sync');
+      return 'no-database';
+    }
+    if (this.baseline.token !== undefined && token === this.baseline.token) {
+      this.skippedUnchanged += 1;
+      log.info({ key: this.options.key }, 'no change since last sync; upload skipped');
+      return 'unchanged';
+    }
+    this.unsyncedSince ??= new Date();
+    const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256 });
+    this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded?.versionId ?? this.baseline.versionId, token };
+    this.unsyncedSince = undefined;
+    if (!outcome.uploaded) {
+      this.skippedUnchanged += 1;
+      log.info({ key: this.options.key, sha256: outcome.snapshot.sha256 }, 'snapshot identical to last upload; upload skipped');
+      return 'identical';
+    }
+    this.uploads += 1;
+    this.lastUpload = {
+      at: new Date().toISOString(),
+      versionId: outcome.uploaded.versionId,
+      sizeBytes: outcome.snapshot.sizeBytes,
+      sha256: outcome.snapshot.sha256,
+    };
+    return 'uploaded';
+  }
+
+  private recordSuccess(): void {
+    if (this.failures > 0) {
+      this.options.log.info({ failures: this.failures }, 'sync recovered');
+    }
+    this.failures = 0;
+  }
+
+  private recordFailure(error: Error): void {
+    this.failures += 1;
+    const code = error instanceof StorageError ? error.code : error instanceof DbSyncError ? error.kind : error.name;
+    const changed = this.lastError?.code !== code;
+    this.lastError = { message: error.message, code, at: new Date().toISOString() };
+    // Rate-limit: log the 1st, 2nd, 4th, 8th... failure in a row, and whenever the kind of failure changes.
+    if (changed || (this.failures & (this.failures - 1)) === 0) {
+      const hint = error instanceof DbSyncError ? error.hint : undefined;
+      this.options.log.error(
+        { err: { message: error.message, code }, hint, consecutiveFailures: this.failures },
+        'sync failed; will retry',
+      );
+    }
+  }
+
+  /** Stop the timer and wait for the run in flight. Idempotent; does not abort the run. */
+  async stop(): Promise<void> {
+    this.running = false;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.nextRunAt = undefined;
+    await this.inFlight?.catch(() => undefined);
+  }
+
+  /** Cancel the run in flight (second signal). The loop cannot run again afterwards. */
+  abort(): void {
+    this.running = false;
+    clearTimeout(this.timer);
+    this.abortController.abort(new Error('sync aborted'));
+  }
+
+  /**
+   * The shutdown sync: stop the loop, upload a last snapshot if anything changed, then write the
+   * timestamped backup key from the version now current.
+   * @throws when the upload or the backup fails: a failed final sync must never look like success.
+   */
+  async finalSync(signal: AbortSignal, at: Date = new Date()): Promise<FinalSyncResult> {
+    const onAbort = (): void => this.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.stop();
+      const token = await this.detector.probe();
+      if (token === null) return { uploaded: undefined, backup: undefined, note: 'no local database; nothing to upload' };
+      let uploaded: ObjectInfo | undefined;
+      if (this.baseline.token === undefined || token !== this.baseline.token || this.baseline.sha256 === undefined) {
+        const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256 });
+        uploaded = outcome.uploaded;
+        this.baseline = { sha256: outcome.snapshot.sha256, versionId: uploaded?.versionId ?? this.baseline.versionId, token };
+        this.unsyncedSince = undefined;
+      }
+      const backup = await writeBackupKey(this.options, this.baseline.versionId, at, signal);
+      return { uploaded, backup };
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      this.detector.close();
+    }
+  }
+
+  status(): SyncStatus {
+    return {
+      running: this.running,
+      syncing: this.inFlight !== undefined,
+      lastUpload: this.lastUpload,
+      lastCheckAt: this.lastCheckAt?.toISOString(),
+      nextRunAt: this.nextRunAt?.toISOString(),
+      unsyncedSince: this.unsyncedSince?.toISOString(),
+      uploads: this.uploads,
+      skippedUnchanged: this.skippedUnchanged,
+      consecutiveFailures: this.failures,
+      lastError: this.lastError,
+    };
+  }
+
+  /** Release the probe connection. Idempotent. */
+  close(): void {
+    this.detector.close();
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * Snapshot + upload, the one operation every write path shares (daemon ticks, the final sync, `upload`).
+ */
+import type { IntegrityCheck } from '../config.js';
+import type { Logger } from '../logger.js';
+import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
+import { backupKey } from './backup-key.js';
+import { snapshotMetadata, type Origin } from './metadata.js';
+import { withRetry } from './retry.js';
+import { discardSnapshot, takeSnapshot, type Snapshot } from './snapshot.js';
+
+export interface UploadContext {
+  readonly store: ReplicaStore;
+  readonly key: string;
+  readonly dbPath: string;
+  readonly check: IntegrityCheck;
+  readonly origin: Origin;
+  readonly log: Logger;
+}
+
+export interface UploadOutcome {
+  readonly snapshot: Omit<Snapshot, 'path'>;
+  /** The new object, or undefined when its sha256 equalled `skipIfSha256` and nothing was sent. */
+  readonly uploaded: ObjectInfo | undefined;
+  readonly uploadMs: number;
+}
+
+/**
+ * Take a snapshot of `ctx.dbPath` and upload it to `ctx.key`, unless its sha256 equals `skipIfSha256`
+ * (the database is byte-identical to what the store already holds). The temp snapshot is always removed.
+ */
+export async function snapshotAndUpload(
+  ctx: UploadContext,
+  options: {
+    signal?: AbortSignal | undefined;
+    skipIfSha256?: string | undefined;
+    onProgress?: (sentBytes: number, totalBytes: number) => void;
+  },
+): Promise<UploadOutcome> {
+  const snapshot = await takeSnapshot(ctx.dbPath, { check: ctx.check, signal: options.signal });
+  const { path, ...summary } = snapshot;
+  try {
+    if (options.skipIfSha256 === snapshot.sha256) {
+      return { snapshot: summary, uploaded: undefined, uploadMs: 0 };
+    }
+    const started = performance.now();
+    const onProgress = options.onProgress;
+    const uploaded = await withRetry(
+      `upload ${ctx.key}`,
+      () =>
+        ctx.store.put(ctx.key, path, {
+          metadata: snapshotMetadata(snapshot, ctx.origin),
+          signal: options.signal,
+          onProgress: onProgress ? (sent) => onProgress(sent, snapshot.sizeBytes) : undefined,
+        }),
+      { log: ctx.log, signal: options.signal },
+    );
+    const uploadMs = Math.round(performance.now() - started);
+    ctx.log.info(
+      {
+        key: ctx.key,
+        versionId: uploaded.versionId,
+        sizeBytes: snapshot.sizeBytes,
+        sha256: snapshot.sha256,
+        snapshotMs: snapshot.durationMs,
+        uploadMs,
+      },
+      'snapshot uploaded',
+    );
+    return { snapshot: summary, uploaded, uploadMs };
+  } finally {
+    await discardSnapshot(snapshot);
+  }
+}
+
+/**
+ * Copy one version of `key` to its timestamped backup key `KEY.backup.YYYYMMDD_HHMMSS` (server-side).
+ * @returns the backup object.
+ */
+export async function writeBackupKey(
+  ctx: Pick<UploadContext, 'store' | 'key' | 'log'>,
+  versionId: string | undefined,
+  at: Date,
+  signal?: AbortSignal,
+): Promise<ObjectInfo> {
+  const destination = backupKey(ctx.key, at);
+  const info = await withRetry(`write backup ${destination}`, () => ctx.store.copy(ctx.key, versionId, destination, { signal }), {
+    log: ctx.log,
+    signal,
+  });
+  ctx.log.info({ key: destination, sourceVersionId: versionId, sizeBytes: info.sizeBytes }, 'backup written');
+  return info;
+}

@@ -1,0 +1,257 @@
+/**
+ * {@link ReplicaStore} in a local directory: for development, demos, fast tests, and mounted volumes
+ * (EFS, NFS) where S3 is not wanted.
+ *
+ * Layout, mirroring the S3 contract so a human can use it the same way:
+ * - `DIR/KEY` is the current object, a plain SQLite file;
+ * - `DIR/.db-sync-versions/KEY/<versionId>` holds every version ever put, with
+ *   `<versionId>.json` beside it (metadata and time). Version ids sort by time.
+ * Every write is temp → fsync → rename → fsync dir, so a crash never leaves a torn object.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { StorageError, throwIfAborted } from '../errors.js';
+import { atomicCopyFile, atomicWriteFile, TEMP_MARKER } from '../fs-atomic.js';
+import type { GetResult, ObjectInfo, ObjectMetadata, PutOptions, ReadOptions, ReplicaStore } from './store.js';
+
+const VERSIONS_DIR = '.db-sync-versions';
+
+interface VersionRecord {
+  readonly versionId: string;
+  readonly sizeBytes: number;
+  readonly lastModified: string;
+  readonly metadata: ObjectMetadata;
+}
+
+let sequence = 0;
+
+/** Time-ordered, unique version id: milliseconds, a per-process sequence, and randomness. */
+function newVersionId(): string {
+  sequence = (sequence + 1) % 1_000_000;
+  return `${Date.now().toString().padStart(14, '0')}-${sequence.toString().padStart(6, '0')}-${randomBytes(4).toString('hex')}`;
+}
+
+function isMissing(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+}
+
+export class DirStore implements ReplicaStore {
+  readonly location: string;
+
+  constructor(private readonly root: string) {
+    this.location = root;
+  }
+
+  private objectPath(key: string): string {
+    const parts = key.split('/');
+    if (key === '' || parts.some((p) => p === '' || p === '.' || p === '..') || key.includes(VERSIONS_DIR)) {
+      throw new StorageError(`invalid key "${key}" for a directory replica`, {
+        retryable: false,
+        code: 'InvalidKey',
+        kind: 'Usage',
+        hint: 'use a relative key without empty, "." or ".." segments',
+      });
+    }
+    return join(this.root, ...parts);
+  }
+
+  private versionsDir(key: string): string {
+    this.objectPath(key);
+    return join(this.root, VERSIONS_DIR, ...key.split('/'));
+  }
+
+  private fail(error: unknown, operation: string, key: string): Error {
+    if (error instanceof StorageError) return error;
+    const code = (error as NodeJS.ErrnoException | undefined)?.code ?? 'Unknown';
+    const message = `${operation} ${join(this.root, key)}: ${(error as Error).message}`;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+      return new StorageError(message, {
+        retryable: false,
+        code,
+        hint: `db-sync cannot write to ${this.root}; fix its permissions or DB_SYNC_REPLICA_DIR`,
+      });
+    }
+    return new StorageError(message, {
+      retryable: code === 'ENOSPC' || code === 'EIO' || code === 'EBUSY' || code === 'EAGAIN',
+      code,
+      kind: 'Failure',
+      hint: code === 'ENOSPC' ? `the disk holding ${this.root} is full; free space` : undefined,
+    });
+  }
+
+  private async readVersions(key: string): Promise<VersionRecord[]> {
+    const dir = this.versionsDir(key);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (error) {
+      if (isMissing(error)) return [];
+      throw error;
+    }
+    const records: VersionRecord[] = [];
+    for (const name of names.filter((n) => n.endsWith('.json') && !n.includes(TEMP_MARKER))) {
+      try {
+        records.push(JSON.parse(await readFile(join(dir, name), 'utf8')) as VersionRecord);
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+      }
+    }
+    return records.sort((a, b) => (a.versionId < b.versionId ? 1 : -1));
+  }
+
+  private toInfo(key: string, record: VersionRecord, isLatest: boolean): ObjectInfo {
+    return {
+      key,
+      versionId: record.versionId,
+      sizeBytes: record.sizeBytes,
+      lastModified: new Date(record.lastModified),
+      isLatest,
+      metadata: record.metadata,
+    };
+  }
+
+  /** The info and file path of the current object or one version; null when absent. */
+  private async locate(key: string, versionId: string | undefined): Promise<{ info: ObjectInfo; path: string } | null> {
+    const versions = await this.readVersions(key);
+    const current = await stat(this.objectPath(key)).catch((error: unknown) => {
+      if (isMissing(error)) return null;
+      throw error;
+    });
+    if (versionId !== undefined) {
+      const record = versions.find((v) => v.versionId === versionId);
+      if (!record) return null;
+      const isLatest = current !== null && record === versions[0];
+      return { info: this.toInfo(key, record, isLatest), path: join(this.versionsDir(key), record.versionId) };
+    }
+    if (!current) return null;
+    const newest = versions[0];
+    // The current file is the newest version unless someone replaced it by hand: then it has no metadata.
+    const info: ObjectInfo =
+      newest && newest.sizeBytes === current.size
+        ? this.toInfo(key, newest, true)
+        : { key, versionId: undefined, sizeBytes: current.size, lastModified: current.mtime, isLatest: true, metadata: {} };
+    return { info, path: this.objectPath(key) };
+  }
+
+  async head(key: string, options: ReadOptions = {}): Promise<ObjectInfo | null> {
+    throwIfAborted(options.signal, 'head');
+    try {
+      return (await this.locate(key, options.versionId))?.info ?? null;
+    } catch (error) {
+      throw this.fail(error, 'head', key);
+    }
+  }
+
+  async get(key: string, options: ReadOptions = {}): Promise<GetResult | null> {
+    throwIfAborted(options.signal, 'download');
+    try {
+      const found = await this.locate(key, options.versionId);
+      if (!found) return null;
+      return { info: found.info, body: createReadStream(found.path, { signal: options.signal }) };
+    } catch (error) {
+      throw this.fail(error, 'download', key);
+    }
+  }
+
+  async put(key: string, sourcePath: string, options: PutOptions): Promise<ObjectInfo> {
+    return this.store(key, sourcePath, options.metadata, options.signal, options.onProgress);
+  }
+
+  private async store(
+    key: string,
+    sourcePath: string,
+    metadata: ObjectMetadata,
+    signal: AbortSignal | undefined,
+    onProgress?: (sentBytes: number) => void,
+  ): Promise<ObjectInfo> {
+    throwIfAborted(signal, 'upload');
+    try {
+      const dir = this.versionsDir(key);
+      await mkdir(dir, { recursive: true });
+      const versionId = newVersionId();
+      const versionPath = join(dir, versionId);
+      await atomicCopyFile(sourcePath, versionPath);
+      const { size } = await stat(versionPath);
+      const record: VersionRecord = { versionId, sizeBytes: size, lastModified: new Date().toISOString(), metadata };
+      throwIfAborted(signal, 'upload');
+      // The record makes the version visible; the current file follows. A crash between the two leaves a
+      // listed version whose current file is older, which a later put repairs.
+      await atomicWriteFile(`${versionPath}.json`, JSON.stringify(record));
+      await atomicCopyFile(versionPath, this.objectPath(key));
+      onProgress?.(size);
+      return this.toInfo(key, record, true);
+    } catch (error) {
+      throw this.fail(error, 'upload', key);
+    }
+  }
+
+  async copy(
+    sourceKey: string,
+    sourceVersionId: string | undefined,
+    destinationKey: string,
+    options: { signal?: AbortSignal | undefined } = {},
+  ): Promise<ObjectInfo> {
+    const found = await this.locate(sourceKey, sourceVersionId).catch((error: unknown) => {
+      throw this.fail(error, 'copy', sourceKey);
+    });
+    if (!found) {
+      throw new StorageError(`copy ${sourceKey}: source does not exist`, { retryable: false, code: 'NoSuchKey', kind: 'NotFound' });
+    }
+    return this.store(destinationKey, found.path, found.info.metadata, options.signal);
+  }
+
+  async list(prefix: string, options: { signal?: AbortSignal | undefined } = {}): Promise<ObjectInfo[]> {
+    throwIfAborted(options.signal, 'list');
+    const out: ObjectInfo[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        if (isMissing(error)) return;
+        throw error;
+      }
+      for (const entry of entries) {
+        if (entry.name === VERSIONS_DIR || entry.name.includes(TEMP_MARKER)) continue;
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(path);
+        else if (entry.isFile()) {
+          const key = relative(this.root, path).split(sep).join('/');
+          if (!key.startsWith(prefix)) continue;
+          const s = await stat(path);
+          out.push({ key, versionId: undefined, sizeBytes: s.size, lastModified: s.mtime, isLatest: true, metadata: {} });
+        }
+      }
+    };
+    try {
+      await walk(prefix.includes('/') ? join(this.root, dirname(prefix)) : this.root);
+    } catch (error) {
+      throw this.fail(error, 'list', prefix);
+    }
+    return out.sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  async listVersions(key: string, options: { signal?: AbortSignal | undefined } = {}): Promise<ObjectInfo[]> {
+    throwIfAborted(options.signal, 'list versions');
+    try {
+      const versions = await this.readVersions(key);
+      const current = await this.locate(key, undefined);
+      return versions.map((v) => this.toInfo(key, v, current?.info.versionId === v.versionId));
+    } catch (error) {
+      throw this.fail(error, 'list versions of', key);
+    }
+  }
+
+  async delete(key: string, options: { signal?: AbortSignal | undefined } = {}): Promise<void> {
+    throwIfAborted(options.signal, 'delete');
+    try {
+      await rm(this.objectPath(key), { force: true });
+    } catch (error) {
+      throw this.fail(error, 'delete', key);
+    }
+  }
+
+  close(): void {}
+}
