@@ -8,7 +8,7 @@
 # available as plain Debian packages. Installs them with apt-get if missing.
 #
 # Usage:
-#   scripts/s3-server.sh start    start, or reuse a running one (~15 s cold)
+#   scripts/s3-server.sh start    start, or reuse a running one (~1.5 s cold)
 #   scripts/s3-server.sh stop     stop every daemon it started, remove state
 #   scripts/s3-server.sh env      print `export` lines for the running server
 #   scripts/s3-server.sh status   exit 0 if running and answering, else 1
@@ -50,15 +50,15 @@ CONF=$STATE_DIR/ceph.conf
 LOG_DIR=$STATE_DIR/log
 RUN_DIR=$STATE_DIR/run
 SETUP_LOG=$LOG_DIR/setup.log
+# Marks a state dir as made by this script: we only ever `rm -rf` such a
+# dir (or an empty one), never whatever S3_SERVER_DIR happens to point at.
+MARKER=$STATE_DIR/.db-sync-s3-server
 ENDPOINT=http://127.0.0.1:$PORT
 
 # Upper bound for each wait in the start sequence (seconds).
 STEP_TIMEOUT=90
 # How long a daemon gets to exit after SIGTERM before SIGKILL (seconds).
 STOP_TIMEOUT=15
-
-# Ceph daemon names; they name the pid files, logs and admin sockets.
-DAEMONS=(mon.a osd.0 client.rgw)
 
 log() { printf '[s3-server] %s\n' "$*" >&2; }
 die() {
@@ -85,43 +85,61 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # -m bounds the request so a wedged gateway cannot hang us.
 rgw_answers() { curl -fsS -m 5 -o /dev/null "$ENDPOINT/" 2>/dev/null; }
 
-pid_alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
-
-# Pid of one of our daemons from the pid file the daemon writes itself
-# (`pid file` in ceph.conf); empty if there is none.
-daemon_pid() {
-  local f=$RUN_DIR/$1.pid
-  if [[ -s $f ]]; then tr -dc '0-9' <"$f"; fi
+# True if process $1 exists and is not a zombie. Zombies count as dead: in
+# a container whose init does not reap orphans, a stopped daemon can stay a
+# zombie forever and `kill -0` would still succeed.
+pid_alive() {
+  local stat
+  [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null || return 1
+  stat=$(cat 2>/dev/null "/proc/$1/stat") || return 1
+  stat=${stat##*) } # the field after "(comm)" is the state
+  [[ ${stat:0:1} != Z ]]
 }
 
-# Every ceph-mon/ceph-osd/radosgw process whose command line carries our
-# ceph.conf. A safety net for daemons that died or were stopped before
-# writing a pid file. The full, unique config path means we never touch
-# another cluster's (or another state dir's) daemons.
-pids_using_conf() {
+# Pids of our live daemons of one kind ($1: ceph-mon, ceph-osd or radosgw),
+# found by scanning /proc for that program started with `-c <our ceph.conf>`
+# (all our daemons are started that way). This finds daemons even without
+# a pid file (died or killed mid-start), and unlike a stale pid file it can
+# never match an unrelated process that reused the pid, nor another state
+# dir's daemons.
+daemon_pids() {
   local d args
   for d in /proc/[0-9]*; do
-    args=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
-    case $args in
-      *ceph-mon\ -c\ "$CONF "* | *ceph-osd\ -c\ "$CONF "* | *radosgw\ -c\ "$CONF "*)
-        printf '%s\n' "${d#/proc/}"
-        ;;
-    esac
+    # cmdline is NUL-separated; read it without forking per process.
+    mapfile -d '' args 2>/dev/null <"$d/cmdline" || continue
+    ((${#args[@]} >= 3)) || continue
+    [[ ${args[0]##*/} == "$1" && ${args[1]} == -c && ${args[2]} == "$CONF" ]] || continue
+    if pid_alive "${d#/proc/}"; then printf '%s\n' "${d#/proc/}"; fi
   done
 }
 
-# Poll "$@" every half second until it succeeds or $2 seconds pass.
+# wait_for WHAT TIMEOUT DAEMON CMD...: poll CMD every 0.2 s until it
+# succeeds. Fail after TIMEOUT s, or at once if DAEMON (a daemon_pids kind,
+# or "" for none) has died: no point waiting 90 s for a crashed daemon.
 wait_for() {
-  local what=$1 timeout=$2
-  shift 2
+  local what=$1 timeout=$2 daemon=$3
+  shift 3
   local deadline=$((SECONDS + timeout))
   until "$@" >>"$SETUP_LOG" 2>&1; do
+    if [[ -n $daemon && -z $(daemon_pids "$daemon") ]]; then
+      log "$daemon exited while waiting for $what"
+      return 1
+    fi
     if ((SECONDS >= deadline)); then
       log "timed out after ${timeout}s waiting for $what"
       return 1
     fi
-    sleep 0.5
+    sleep 0.2
   done
+}
+
+# Delete the state dir, but only if this script made it (see MARKER).
+remove_state_dir() {
+  [[ -e $STATE_DIR ]] || return 0
+  if [[ ! -e $MARKER && -n $(ls -A "$STATE_DIR") ]]; then
+    die "refusing to delete $STATE_DIR: not created by $0 (no $MARKER)"
+  fi
+  rm -rf "$STATE_DIR"
 }
 
 # --- install -----------------------------------------------------------------
@@ -178,13 +196,16 @@ osd crush chooseleaf type = 0
 osd pool default pg num = 8
 osd pool default pgp num = 8
 mon max pg per osd = 1000
-# Size-1 pools are intended here; keep "ceph health" meaningful.
+# Size-1 pools and auth none are intended here; keep "ceph health" at
+# HEALTH_OK so that real problems stand out.
 mon warn on pool no redundancy = false
+mon warn on insecure global id reclaim allowed = false
 
 # Everything under the state dir: nothing in /var/lib/ceph, /var/run/ceph,
 # /var/log/ceph or /etc/ceph, and several state dirs can coexist.
 run dir = $RUN_DIR
 admin socket = $RUN_DIR/\$name.asok
+# (pid files are for humans; the script finds daemons by scanning /proc)
 pid file = $RUN_DIR/\$name.pid
 log file = $LOG_DIR/\$name.log
 mon cluster log file = $LOG_DIR/cluster.log
@@ -196,6 +217,12 @@ err to stderr = false
 [mon]
 mon data = $STATE_DIR/mon/\$cluster-\$id
 mon addr = 127.0.0.1:$MON_PORT
+# The monitor batches map changes for 1 s (paxos propose interval) and
+# radosgw + warm-up make ~17 of them one after another (pool create,
+# application enable, ...): ~17 s of a ~20 s start. Nothing to batch on a
+# one-monitor test cluster, so propose at once.
+paxos propose interval = 0.01
+paxos min wait = 0.001
 
 [osd]
 osd data = $STATE_DIR/osd/\$cluster-\$id
@@ -209,7 +236,7 @@ osd max object namespace len = 64
 
 [client.rgw]
 rgw data = $STATE_DIR/rgw/\$cluster-\$id
-rgw frontends = beast endpoint=127.0.0.1:$PORT
+rgw frontends = beast endpoint=127.0.0.1:$PORT tcp_nodelay=1
 EOF
 }
 
@@ -287,10 +314,11 @@ s3_curl() {
     -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
 }
 
-# radosgw creates most of its pools lazily, and creating a pool takes ~1-2 s
-# (new OSD map, PGs peering). Pay that here rather than in the first test:
-# CreateBucket creates the bucket-index pool, PutObject the data pool, and
-# CreateMultipartUpload the "non-ec" pool. The empty bucket stays.
+# radosgw creates most of its pools lazily, on the first request that needs
+# one: CreateBucket the bucket-index pool, PutObject the data pool,
+# CreateMultipartUpload the "non-ec" pool. Each costs monitor round trips
+# and PG creation (was ~1 s each before the paxos tuning in ceph.conf), so
+# pay it here, not in the first test or benchmark. The empty bucket stays.
 warm_up() {
   # Explicit `|| return 1`: this runs as an `until` condition in wait_for,
   # where `set -e` does not apply.
@@ -321,12 +349,21 @@ start_failed() {
   exit "$rc"
 }
 
-# Start a daemon. Ceph daemons fork into the background by default and
-# write their `pid file`, which is how `stop` finds them. `9>&-`: the
-# daemon must not inherit our lock fd, or it would hold the lock for its
-# whole life and the next start/stop would block forever.
+# Start a daemon. Ceph daemons fork into the background by default (stop
+# finds them with daemon_pids) but do not close inherited file descriptors:
+# a daemon holding our lock fd (9) would block every later start/stop, and
+# one holding a caller's pipe (`out=$(s3-server.sh start)`, a test runner's
+# stderr pipe) would make the caller wait for EOF forever. So close every
+# fd above 2 before exec.
 start_daemon() {
-  "$@" >>"$SETUP_LOG" 2>&1 9>&-
+  (
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then exec {fd}>&-; fi
+    done
+    exec "$@" </dev/null >>"$SETUP_LOG" 2>&1
+  )
 }
 
 cmd_start() {
@@ -342,7 +379,7 @@ cmd_start() {
   if [[ -e $STATE_DIR ]]; then
     log "clearing stale state in $STATE_DIR"
     kill_daemons
-    rm -rf "$STATE_DIR"
+    remove_state_dir
   fi
   local p
   for p in "$PORT" "$MON_PORT"; do
@@ -352,12 +389,14 @@ cmd_start() {
     fi
   done
 
+  mkdir -p "$STATE_DIR"
+  : >"$MARKER"
   mkdir -p "$LOG_DIR" "$RUN_DIR" "$STATE_DIR/mon" "$STATE_DIR/osd/ceph-0" \
     "$STATE_DIR/rgw" "$STATE_DIR/crash"
   write_conf
   trap start_failed EXIT
 
-  local t0=$SECONDS fsid osd_id
+  local t0=$EPOCHREALTIME fsid osd_id
   fsid=$(sed -n 's/^fsid = //p' "$CONF")
 
   log "starting Ceph monitor on 127.0.0.1:$MON_PORT (logs in $LOG_DIR)"
@@ -365,7 +404,7 @@ cmd_start() {
     "$STATE_DIR/monmap" >>"$SETUP_LOG" 2>&1
   ceph-mon -c "$CONF" --mkfs -i a --monmap "$STATE_DIR/monmap" >>"$SETUP_LOG" 2>&1
   start_daemon ceph-mon -c "$CONF" -i a
-  wait_for "the monitor" "$STEP_TIMEOUT" ceph_cli mon stat
+  wait_for "the monitor" "$STEP_TIMEOUT" ceph-mon ceph_cli mon stat
 
   log "starting Ceph OSD (memstore, $((MEM_BYTES / 1024 / 1024)) MiB max)"
   osd_id=$(ceph_cli osd create 2>>"$SETUP_LOG")
@@ -373,45 +412,42 @@ cmd_start() {
   ceph-osd -c "$CONF" -i 0 --mkfs >>"$SETUP_LOG" 2>&1
   # On boot the OSD adds itself to the CRUSH map (osd crush update on start).
   start_daemon ceph-osd -c "$CONF" -i 0
-  wait_for "the OSD to come up" "$STEP_TIMEOUT" osd_up
+  wait_for "the OSD to come up" "$STEP_TIMEOUT" ceph-osd osd_up
 
   log "starting radosgw on $ENDPOINT"
   start_daemon radosgw -c "$CONF" -n client.rgw
-  wait_for "radosgw to answer on $ENDPOINT" "$STEP_TIMEOUT" rgw_answers
+  wait_for "radosgw to answer on $ENDPOINT" "$STEP_TIMEOUT" radosgw rgw_answers
 
   log "creating S3 user '$RGW_UID'"
   radosgw-admin -c "$CONF" user create --uid "$RGW_UID" --display-name "db-sync tests" \
     --access-key "$ACCESS_KEY" --secret "$SECRET_KEY" >>"$SETUP_LOG" 2>&1
 
   log "warming up (bucket '$WARMUP_BUCKET', an object, a multipart upload)"
-  wait_for "the warm-up requests" 60 warm_up
+  wait_for "the warm-up requests" 60 radosgw warm_up
 
   write_env_files
   trap - EXIT
-  log "ready at $ENDPOINT after $((SECONDS - t0))s; credentials: eval \"\$($0 env)\""
+  log "ready at $ENDPOINT after $(elapsed "$t0")s; credentials: eval \"\$($0 env)\""
+}
+
+# Seconds since $1 (an $EPOCHREALTIME value), with one decimal.
+elapsed() {
+  local now=${EPOCHREALTIME/[.,]/} then=${1/[.,]/}
+  local ds=$(((now - then) / 100000))
+  printf '%d.%d' $((ds / 10)) $((ds % 10))
 }
 
 osd_up() { [[ $(ceph_cli osd dump) == *$'\nosd.0 up'* ]]; }
 
 # --- stop --------------------------------------------------------------------
 
-# SIGTERM all our daemons at once, wait for them to exit, SIGKILL whatever
-# is left after $STOP_TIMEOUT s. (In sequence each takes ~2 s to exit. The
-# data is being thrown away, so there is nothing to shut down in order.)
-kill_daemons() {
-  local pids=() name pid
-  for name in "${DAEMONS[@]}"; do
-    pid=$(daemon_pid "$name")
-    if pid_alive "$pid"; then pids+=("$pid"); fi
-  done
-  while read -r pid; do
-    [[ -n $pid && " ${pids[*]} " != *" $pid "* ]] && pids+=("$pid")
-  done < <(pids_using_conf)
-  ((${#pids[@]} > 0)) || return 0
-
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  local deadline=$((SECONDS + STOP_TIMEOUT))
-  for pid in "${pids[@]}"; do
+# SIGTERM the given pids and wait for them to exit; SIGKILL what is left
+# after $STOP_TIMEOUT s. SIGTERM rather than SIGKILL so that the daemons
+# flush their logs (they matter after a failed start).
+term_and_wait() {
+  local pid deadline=$((SECONDS + STOP_TIMEOUT))
+  kill -TERM "$@" 2>/dev/null || true
+  for pid in "$@"; do
     while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
     if pid_alive "$pid"; then
       log "pid $pid still running ${STOP_TIMEOUT}s after SIGTERM; sending SIGKILL"
@@ -421,14 +457,32 @@ kill_daemons() {
   done
 }
 
+# Stop our daemons strictly one kind after the other, clients before
+# servers (well under a second in all):
+# - radosgw first: once the OSD is gone, radosgw's shutdown waits forever
+#   on RADOS requests (its own alarm fires only after 120 s);
+# - then the OSD, while the monitor is still up: a stopping OSD tells the
+#   monitor and waits up to 5 s (osd mon shutdown timeout) for the reply;
+# - the monitor last.
+kill_daemons() {
+  local kind pids
+  for kind in radosgw ceph-osd ceph-mon; do
+    mapfile -t pids < <(daemon_pids "$kind")
+    if ((${#pids[@]} > 0)); then term_and_wait "${pids[@]}"; fi
+  done
+}
+
 cmd_stop() {
-  if [[ ! -e $STATE_DIR ]]; then
+  # Look for daemons even if the state dir is gone (deleted by hand): they
+  # are found by their command line, not by files in the dir.
+  if [[ ! -e $STATE_DIR && -z $(daemon_pids radosgw) && -z $(daemon_pids ceph-osd) &&
+    -z $(daemon_pids ceph-mon) ]]; then
     log "not running (no $STATE_DIR)"
     return 0
   fi
   log "stopping the daemons of $STATE_DIR"
   kill_daemons
-  rm -rf "$STATE_DIR"
+  remove_state_dir
   log "stopped"
 }
 
@@ -438,7 +492,7 @@ cmd_stop() {
 # as well as the port avoids mistaking someone else's server for ours.
 is_running() {
   [[ -f $CONF ]] || return 1
-  pid_alive "$(daemon_pid client.rgw)" || return 1
+  [[ -n $(daemon_pids radosgw) ]] || return 1
   rgw_answers
 }
 

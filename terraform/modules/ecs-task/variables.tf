@@ -120,8 +120,8 @@ variable "db_directory" {
   default     = "/data"
 
   validation {
-    condition     = startswith(var.db_directory, "/") && (var.db_directory == "/" || !endswith(var.db_directory, "/"))
-    error_message = "db_directory must be an absolute path without a trailing slash."
+    condition     = startswith(var.db_directory, "/") && !endswith(var.db_directory, "/")
+    error_message = "db_directory must be an absolute path other than \"/\", without a trailing slash."
   }
 }
 
