@@ -1,0 +1,89 @@
+/** Access to the real local S3 server for tests: buckets, a raw client, and the AWS CLI. */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { CreateBucketCommand, PutBucketVersioningCommand, S3Client } from '@aws-sdk/client-s3';
+import { inject } from 'vitest';
+import { S3Store } from '../../src/replica/s3-store.js';
+
+const execFileAsync = promisify(execFile);
+
+export interface S3ServerInfo {
+  readonly endpoint: string;
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly region: string;
+}
+
+export function s3Info(): S3ServerInfo {
+  return inject('s3');
+}
+
+/** Environment for a db-sync subprocess or the AWS CLI talking to the local server. */
+export function s3Env(bucket: string): Record<string, string> {
+  const s3 = s3Info();
+  return {
+    AWS_ACCESS_KEY_ID: s3.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    AWS_REGION: s3.region,
+    AWS_DEFAULT_REGION: s3.region,
+    AWS_EC2_METADATA_DISABLED: 'true',
+    DB_S3_ENDPOINT: s3.endpoint,
+    DB_S3_FORCE_PATH_STYLE: 'true',
+    DB_S3_BUCKET: bucket,
+  };
+}
+
+let envApplied = false;
+
+/** Make the SDK's default credential chain in this test process find the local server's credentials. */
+function applyCredentials(): void {
+  if (envApplied) return;
+  const s3 = s3Info();
+  process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
+  process.env.AWS_EC2_METADATA_DISABLED = 'true';
+  envApplied = true;
+}
+
+export function rawClient(): S3Client {
+  applyCredentials();
+  const s3 = s3Info();
+  return new S3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+}
+
+/** A fresh bucket (versioned unless asked otherwise) and a store on it. */
+export async function createBucket(options: { versioned?: boolean } = {}): Promise<{ bucket: string; store: S3Store }> {
+  const bucket = `t-${randomBytes(6).toString('hex')}`;
+  const client = rawClient();
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    if (options.versioned !== false) {
+      await client.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+    }
+  } finally {
+    client.destroy();
+  }
+  const s3 = s3Info();
+  return { bucket, store: new S3Store({ bucket, endpoint: s3.endpoint, region: s3.region, forcePathStyle: true }) };
+}
+
+/** Run the AWS CLI v2 from Debian (an independent S3 client) against the local server. */
+export async function awsCli(bucket: string, args: readonly string[]): Promise<string> {
+  const s3 = s3Info();
+  const { stdout } = await execFileAsync('/usr/bin/aws', ['--endpoint-url', s3.endpoint, ...args], {
+    env: {
+      ...process.env,
+      ...s3Env(bucket),
+      AWS_REQUEST_CHECKSUM_CALCULATION: 'when_required',
+      AWS_RESPONSE_CHECKSUM_VALIDATION: 'when_required',
+    },
+  });
+  return stdout;
+}
