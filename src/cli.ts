@@ -14,30 +14,53 @@ import { createStore } from './replica/create-store.js';
 import { VERSION } from './version.js';
 import type { CommandContext } from './commands/context.js';
 import { downloadCommand } from './commands/download.js';
+import { EXEC_EXIT_CODES, execCommand } from './commands/exec.js';
 import { healthCommand } from './commands/health.js';
 import { runCommand } from './commands/run.js';
 import { shutdownCommand, startupCommand } from './commands/startup.js';
 import { uploadCommand } from './commands/upload.js';
+import { backupsCommand } from './commands/backups.js';
+import { restoreCommand } from './commands/restore.js';
+import { verifyCommand } from './commands/verify.js';
 
 type Command = (ctx: CommandContext) => Promise<number>;
 
 interface CommandSpec {
   readonly summary: string;
   readonly run?: Command;
+  /** Takes a command line after `--` and has SIGHUP forwarded to it as well (`exec`). */
+  readonly takesCommand?: boolean;
 }
 
 const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   run: { summary: 'daemon: restore if needed, sync every interval, final upload + backup key on SIGTERM', run: runCommand },
+  exec: {
+    summary: 'as run, with the app as child: restore, start `-- <command>`, forward signals, final sync when it exits',
+    run: execCommand,
+    takesCommand: true,
+  },
   upload: { summary: 'take one consistent snapshot and upload it to KEY', run: uploadCommand },
   download: { summary: 'restore the newest good copy (or --version-id) to DB_LOCAL_PATH; --force to replace', run: downloadCommand },
   startup: { summary: "the old script's start verb: restore when there is no local database", run: startupCommand },
   shutdown: { summary: "the old script's stop verb: final upload and KEY.backup.YYYYMMDD_HHMMSS", run: shutdownCommand },
+  restore: {
+    summary: 'verified restore of the newest good copy, --at TIME, --version-id or --backup KEY, --to PATH (default a new file)',
+    run: restoreCommand,
+  },
+  backups: { summary: 'list every version of KEY and every timestamped backup, newest first (--json for scripts)', run: backupsCommand },
+  verify: {
+    summary: 'restore drill: download the latest snapshot to a temp file, check sha256 + integrity, exit non-zero if bad',
+    run: verifyCommand,
+  },
   health: { summary: 'probe a running daemon: exit 0 when ready (--live: when alive), 8 otherwise' },
 };
 
 const COMMAND_OPTIONS = {
   force: { type: 'boolean', description: 'download: replace an existing local database (kept as .backup)' },
-  'version-id': { type: 'string', description: 'download: restore this object version' },
+  'version-id': { type: 'string', description: 'download, restore, verify: this object version' },
+  at: { type: 'string', description: 'restore: the newest version stored at or before this ISO-8601 time' },
+  backup: { type: 'string', description: 'restore: this backup key (e.g. db.sqlite3.backup.20261123_103729)' },
+  to: { type: 'string', description: 'restore: write here (default DB_LOCAL_PATH.restored.YYYYMMDD_HHMMSS)' },
   json: { type: 'boolean', description: 'print the result as one JSON line' },
   live: { type: 'boolean', description: 'health: check liveness (/healthz) instead of readiness' },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
@@ -59,6 +82,7 @@ export function helpText(): string {
     `db-sync ${VERSION}: keep a SQLite database durable in a versioned S3 bucket`,
     '',
     'Usage: db-sync <command> [flags]',
+    '       db-sync exec [flags] -- <command> [args…]',
     '',
     'Commands:',
     ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`),
@@ -71,6 +95,9 @@ export function helpText(): string {
     '',
     'Exit codes:',
     ...Object.entries(ExitCode).map(([name, code]) => `  ${String(code).padStart(3)}  ${name}`),
+    '',
+    'Exit codes of exec (the app is the child; db-sync reports its result, as a shell would):',
+    ...EXEC_EXIT_CODES.map(([code, meaning]) => `  ${code.padStart(5)}  ${meaning}`),
     '',
     'Credentials come from the AWS SDK default chain (task role, AWS_* env, profile).',
   ];
@@ -87,12 +114,15 @@ function printError(error: unknown, log: Logger | undefined): void {
 async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options: parseOptions(), allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: [...argv], options: parseOptions(), allowPositionals: true, strict: true, tokens: true });
   } catch (error) {
     process.stderr.write(`db-sync: ${(error as Error).message}\n  hint: see \`db-sync --help\`\n`);
     return ExitCode.Usage;
   }
   const { positionals } = parsed;
+  // Everything after the first `--` is the child's command line (exec), passed on untouched.
+  const terminator = parsed.tokens.find((t) => t.kind === 'option-terminator');
+  const childCommand = terminator ? argv.slice(terminator.index + 1) : [];
   const values = parsed.values as Record<string, string | boolean | undefined>;
   if (values.version) {
     process.stdout.write(`${VERSION}\n`);
@@ -108,8 +138,18 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`db-sync: unknown command "${name}"\n  hint: commands are ${Object.keys(COMMANDS).join(', ')}\n`);
     return ExitCode.Usage;
   }
-  if (positionals.length > 1) {
+  if (spec.takesCommand && positionals.length - childCommand.length > 1) {
+    process.stderr.write(
+      `db-sync: unexpected argument "${positionals[1]}"\n  hint: put the command after --: db-sync ${name} -- <command> [args…]\n`,
+    );
+    return ExitCode.Usage;
+  }
+  if (!spec.takesCommand && positionals.length > 1) {
     process.stderr.write(`db-sync: unexpected argument "${positionals[1]}"\n  hint: see \`db-sync --help\`\n`);
+    return ExitCode.Usage;
+  }
+  if (spec.takesCommand && childCommand.length === 0) {
+    process.stderr.write(`db-sync: ${name} needs a command to run\n  hint: usage: db-sync ${name} [flags] -- <command> [args…]\n`);
     return ExitCode.Usage;
   }
 
@@ -131,13 +171,20 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const log = createLogger({ level: config.logLevel });
   const shutdown = new Shutdown();
+  const signalListeners = new Set<(signal: NodeJS.Signals) => void>();
+  const notify = (signal: NodeJS.Signals): void => {
+    for (const listener of [...signalListeners]) listener(signal);
+  };
   const onSignal = (signal: NodeJS.Signals): void => {
     const stage = shutdown.request(signal);
     if (stage === 'graceful') log.info({ signal }, 'stop requested; finishing (send again to abort)');
     else log.warn({ signal }, 'second stop request; aborting now');
+    notify(signal);
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // SIGHUP often means "reload" to an app: forward it to exec's child, but do not stop for it.
+  if (spec.takesCommand) process.on('SIGHUP', notify);
 
   const store = createStore(config);
   shutdown.onClose('store', () => store.close());
@@ -147,8 +194,20 @@ async function main(argv: readonly string[]): Promise<number> {
     store,
     origin: { host: hostname(), toolVersion: VERSION },
     shutdown,
-    flags: { force: values.force === true, versionId: values['version-id'] as string | undefined, json: values.json === true },
+    flags: {
+      force: values.force === true,
+      versionId: values['version-id'] as string | undefined,
+      json: values.json === true,
+      at: values.at as string | undefined,
+      backup: values.backup as string | undefined,
+      to: values.to as string | undefined,
+    },
     print: (line) => process.stdout.write(`${line}\n`),
+    childCommand,
+    onSignal: (listener) => {
+      signalListeners.add(listener);
+      return () => signalListeners.delete(listener);
+    },
   };
   log.debug({ env: ENV_VARS.filter((n) => process.env[n] !== undefined) }, 'configuration read');
   let code: number;

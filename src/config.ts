@@ -13,10 +13,15 @@ export const DEFAULT_LOCAL_PATH = '/app/db.sqlite3';
 export const DEFAULT_INTERVAL_MS = 5 * 60_000;
 /** Well inside ECS's default 30 s stop timeout, leaving room for the app to stop first. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 20_000;
+/** `exec`: how long the app gets to exit after the forwarded SIGTERM/SIGINT before it is sent SIGKILL. */
+export const DEFAULT_CHILD_STOP_TIMEOUT_MS = 10_000;
 export const DEFAULT_HEALTH_PORT = 8790;
 /** Loopback by default: the ECS health check runs inside the task, and nothing else should reach it. */
 export const DEFAULT_HEALTH_HOST = '127.0.0.1';
 export const MIN_INTERVAL_MS = 1_000;
+/** Retention defaults: like the old backup scripts' 7 days, and never fewer than the last 10 backups. */
+export const DEFAULT_KEEP_BACKUPS = 10;
+export const DEFAULT_KEEP_BACKUPS_DAYS = 7;
 
 export type IntegrityCheck = 'quick' | 'full' | 'none';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -37,12 +42,18 @@ export interface Config {
   readonly healthHost: string;
   /** Deadline for the final snapshot + upload after the first SIGTERM/SIGINT. */
   readonly shutdownTimeoutMs: number;
+  /** `exec`: deadline for the app to exit after the forwarded stop signal; then it gets SIGKILL. */
+  readonly childStopTimeoutMs: number;
   /** Custom S3 endpoint (MinIO, R2, Ceph RGW, LocalStack). */
   readonly endpoint: string | undefined;
   readonly forcePathStyle: boolean;
   readonly region: string | undefined;
   /** Integrity check run on every snapshot and every restore. */
   readonly integrityCheck: IntegrityCheck;
+  /** Retention: backups among the newest this many are kept whatever their age. */
+  readonly keepBackups: number;
+  /** Retention: backups younger than this many days are kept whatever their count. */
+  readonly keepBackupsDays: number;
   readonly logLevel: LogLevel;
 }
 
@@ -126,6 +137,14 @@ function port(name: string, fallback: number) {
       return bad(`${name}="${raw}" is not a port; use 1-65535, or 0 to disable the health server`);
     }
     return ok(n);
+  };
+}
+
+function count(name: string, fallback: number) {
+  return (raw: string | undefined): Parsed<number> => {
+    if (raw === undefined || raw.trim() === '') return ok(fallback);
+    const n = Number(raw);
+    return Number.isInteger(n) && n >= 0 ? ok(n) : bad(`${name}="${raw}" must be a whole number, 0 or more`);
   };
 }
 
@@ -223,6 +242,15 @@ export const SETTINGS = [
     parse: duration('DB_SYNC_SHUTDOWN_TIMEOUT', DEFAULT_SHUTDOWN_TIMEOUT_MS, 1_000),
   }),
   setting({
+    field: 'childStopTimeoutMs',
+    env: 'DB_SYNC_CHILD_STOP_TIMEOUT',
+    flag: 'child-stop-timeout',
+    description:
+      'exec: how long the app may take to exit after the forwarded SIGTERM/SIGINT before it gets SIGKILL; the final sync then has its own DB_SYNC_SHUTDOWN_TIMEOUT.',
+    defaultText: '10s',
+    parse: duration('DB_SYNC_CHILD_STOP_TIMEOUT', DEFAULT_CHILD_STOP_TIMEOUT_MS, 1_000),
+  }),
+  setting({
     field: 'endpoint',
     env: 'DB_S3_ENDPOINT',
     flag: 'endpoint',
@@ -255,6 +283,22 @@ export const SETTINGS = [
     description: 'Check run on every snapshot and restore: quick (PRAGMA quick_check), full (integrity_check) or none.',
     defaultText: 'quick',
     parse: oneOf<IntegrityCheck>('DB_SYNC_INTEGRITY_CHECK', ['quick', 'full', 'none'], 'quick'),
+  }),
+  setting({
+    field: 'keepBackups',
+    env: 'DB_SYNC_KEEP_BACKUPS',
+    flag: 'keep-backups',
+    description: 'Retention: always keep the newest N timestamped backups.',
+    defaultText: String(DEFAULT_KEEP_BACKUPS),
+    parse: count('DB_SYNC_KEEP_BACKUPS', DEFAULT_KEEP_BACKUPS),
+  }),
+  setting({
+    field: 'keepBackupsDays',
+    env: 'DB_SYNC_KEEP_BACKUPS_DAYS',
+    flag: 'keep-backups-days',
+    description: 'Retention: always keep backups younger than N days; older ones beyond the newest N are deleted.',
+    defaultText: String(DEFAULT_KEEP_BACKUPS_DAYS),
+    parse: count('DB_SYNC_KEEP_BACKUPS_DAYS', DEFAULT_KEEP_BACKUPS_DAYS),
   }),
   setting({
     field: 'logLevel',

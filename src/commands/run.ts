@@ -6,7 +6,7 @@
 import { ExitCode, isAbort } from '../errors.js';
 import { Sidecar } from '../core/sidecar.js';
 import { startHealthServer, type HealthServer } from '../http/health-server.js';
-import { uploadContext, type CommandContext } from './context.js';
+import { retentionPolicy, uploadContext, type CommandContext } from './context.js';
 import { DbSyncError } from '../errors.js';
 
 /** Start the sidecar's health server (when enabled) and register its closing. */
@@ -54,7 +54,7 @@ export async function startHealth(ctx: CommandContext, sidecar: Sidecar): Promis
  * restore), then the restore, then the loop. Returns undefined when a stop arrived before it was ready.
  */
 export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undefined> {
-  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs });
+  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs, retention: retentionPolicy(ctx) });
   ctx.shutdown.onClose('sync loop', () => sidecar.close());
   await startHealth(ctx, sidecar);
   try {

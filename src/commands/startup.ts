@@ -8,7 +8,8 @@ import { recordedSha256 } from '../core/metadata.js';
 import { withRetry } from '../core/retry.js';
 import { Sidecar } from '../core/sidecar.js';
 import { snapshotAndUpload, writeBackupKey } from '../core/upload.js';
-import { uploadContext, type CommandContext } from './context.js';
+import { retentionPolicy, uploadContext, type CommandContext } from './context.js';
+import { pruneQuietly } from '../core/retention.js';
 
 export async function startupCommand(ctx: CommandContext): Promise<number> {
   const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs });
@@ -32,6 +33,7 @@ export async function shutdownCommand(ctx: CommandContext): Promise<number> {
   const outcome = await snapshotAndUpload(upload, { signal, skipIfSha256: remote ? recordedSha256(remote.metadata) : undefined });
   const versionId = outcome.uploaded ? outcome.uploaded.versionId : remote?.versionId;
   const backup = await writeBackupKey(upload, versionId, new Date(), signal);
+  await pruneQuietly(upload, retentionPolicy(ctx), signal);
   const result = { uploaded: outcome.uploaded !== undefined, versionId, backupKey: backup.key, sha256: outcome.snapshot.sha256 };
   ctx.print(
     ctx.flags.json

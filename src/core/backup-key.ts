@@ -27,6 +27,8 @@ export function parseBackupKey(key: string, candidate: string): Date | undefined
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s] = m.map(Number) as [number, number, number, number, number, number, number];
   const at = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
-  // Reject impossible dates such as 20250231 that Date.UTC would roll over.
-  return at.getUTCMonth() === mo - 1 && at.getUTCDate() === d ? at : undefined;
+  // Reject impossible stamps such as 20250231 or 006000 that Date.UTC would roll over.
+  const exact =
+    at.getUTCMonth() === mo - 1 && at.getUTCDate() === d && at.getUTCHours() === h && at.getUTCMinutes() === mi && at.getUTCSeconds() === s;
+  return exact ? at : undefined;
 }

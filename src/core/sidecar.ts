@@ -6,9 +6,9 @@
 import { stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAbort, wrapError } from '../errors.js';
-import { recordedSha256 } from './metadata.js';
+import { reconcileLocal } from './reconcile.js';
 import { restoreNewestGood, type Restored } from './restore.js';
-import { isRetryable, withRetry } from './retry.js';
+import { isRetryable } from './retry.js';
 import { SyncLoop, type FinalSyncResult, type SyncLoopOptions, type SyncStatus } from './sync-loop.js';
 
 export type Phase = 'starting' | 'restoring' | 'ready' | 'stopping' | 'stopped' | 'failed';
@@ -25,6 +25,8 @@ export interface PrepareResult {
 export class Sidecar {
   readonly loop: SyncLoop;
   private phaseValue: Phase = 'starting';
+  /** Whether the first sync should run at once (local changes the store lacks, or a bad remote object). */
+  private syncFirst = false;
 
   constructor(private readonly options: SyncLoopOptions) {
     this.loop = new SyncLoop(options);
@@ -46,11 +48,8 @@ export class Sidecar {
     try {
       const local = await stat(dbPath).catch(() => null);
       if (local) {
-        const remote = await withRetry(`head ${key}`, () => store.head(key, { signal }), { log, signal });
-        // The token stays unknown, so the first tick snapshots and uploads only if the content differs.
-        this.loop.setBaseline({ sha256: remote ? recordedSha256(remote.metadata) : undefined, versionId: remote?.versionId });
-        log.info({ path: dbPath, sizeBytes: local.size, remote: remote !== null }, 'local database present; keeping it (no restore)');
-        return { action: 'kept-local' };
+        const kept = await this.keepOrReplaceLocal(signal);
+        if (kept) return kept;
       }
       const restored = await this.restoreWithRetry(signal);
       if (!restored) {
@@ -58,9 +57,12 @@ export class Sidecar {
         return { action: 'first-start' };
       }
       // After a fallback the current remote object is bad: leave the baseline empty so it is replaced soon.
-      this.loop.setBaseline(
-        restored.skipped.length > 0 ? {} : { sha256: restored.sha256, versionId: restored.info.versionId, token: await this.loop.probe() },
-      );
+      if (restored.skipped.length > 0) {
+        this.syncFirst = true;
+        this.loop.setBaseline({});
+      } else {
+        await this.loop.setSynced({ sha256: restored.sha256, versionId: restored.info.versionId, token: await this.loop.probe() });
+      }
       log.info(
         {
           key: restored.info.key,
@@ -79,11 +81,48 @@ export class Sidecar {
     }
   }
 
+  /**
+   * A database is already on the volume: keep it unless only the remote moved on since the last sync.
+   * @returns the result when the local file was kept; undefined when the remote copy should be restored.
+   */
+  private async keepOrReplaceLocal(signal: AbortSignal): Promise<PrepareResult | undefined> {
+    const { dbPath, log } = this.options;
+    const token = await this.loop.probe();
+    const r = await reconcileLocal(this.options, signal);
+    switch (r.decision) {
+      case 'in-sync':
+        await this.loop.setSynced({ sha256: r.sha256, versionId: r.versionId, token });
+        log.info({ path: dbPath, sha256: r.sha256 }, 'local database present and identical to the remote copy; keeping it');
+        return { action: 'kept-local' };
+      case 'remote-ahead':
+        log.warn(
+          { path: dbPath, remoteVersionId: r.remote.versionId },
+          'local database has no unsynced changes but the remote copy is newer; restoring it (local kept as .backup)',
+        );
+        return undefined;
+      default:
+        // Upload at once rather than after a whole interval: these are changes the store does not have.
+        this.syncFirst = true;
+        this.loop.setBaseline({ sha256: r.remoteSha256 });
+        log.warn(
+          { path: dbPath, decision: r.decision },
+          r.decision === 'local-ahead'
+            ? 'local database has changes that never reached the store; keeping it and uploading it now'
+            : 'local database present and differs from the remote copy; keeping it and uploading it now (the remote stays as an older version)',
+        );
+        return { action: 'kept-local' };
+    }
+  }
+
   private async restoreWithRetry(signal: AbortSignal): Promise<Restored | null> {
     const { store, key, dbPath, check, log } = this.options;
+    const keepPrevious = await stat(dbPath).then(
+      () => true,
+      () => false,
+    );
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await restoreNewestGood(store, key, dbPath, { check, log, signal, keepPrevious: false });
+        return await restoreNewestGood(store, key, dbPath, { check, log, signal, keepPrevious });
       } catch (error) {
         if (!isRetryable(error) || signal.aborted) throw error;
         const delayMs = Math.min(RESTORE_RETRY_MAX_MS, 1_000 * 2 ** attempt);
@@ -98,7 +137,7 @@ export class Sidecar {
 
   /** Start syncing; the database is ready for the app from now on. */
   start(): void {
-    this.loop.start();
+    this.loop.start(this.syncFirst ? 0 : undefined);
     this.phaseValue = 'ready';
   }
 

@@ -77,7 +77,8 @@ export async function takeSnapshot(dbPath: string, options: SnapshotOptions): Pr
   } catch (error) {
     await discardSnapshotFiles(destination);
     if (isAbort(error, options.signal)) throw wrapError('snapshot', error);
-    throw error instanceof DbSyncError ? error : wrapError(`snapshot ${dbPath}`, error);
+    // Our Corrupt error names the file already; the worker's SQLite errors do not (wrapError keeps kind and hint).
+    throw error instanceof DbSyncError && error.kind === 'Corrupt' ? error : wrapError(`snapshot ${dbPath}`, error);
   }
 }
 

@@ -109,12 +109,18 @@ export function runSqliteTask(task: WorkerTask, signal?: AbortSignal): Promise<u
       signal?.removeEventListener('abort', onAbort);
       fn();
     };
+    let aborted = false;
     const onAbort = (): void => {
-      finish(() => reject(new AbortedError(`${task.op} aborted`)));
+      // Settle on 'exit', not now: a worker inside a native SQLite call (a whole-database backup step) keeps
+      // writing until the call returns. Callers delete the task's files once this rejects; an SQLite error from
+      // that inside the dying isolate aborts the whole process (FATAL ERROR: v8::ToLocalChecked Empty MaybeLocal
+      // in Database::ThrowSqliteError, as in WiseLibs/better-sqlite3#842).
+      aborted = true;
       void worker.terminate();
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     worker.once('message', (reply: WorkerReply<unknown>) => {
+      if (aborted) return;
       finish(() => {
         if (reply.ok) resolve(reply.result);
         else {
@@ -132,7 +138,11 @@ export function runSqliteTask(task: WorkerTask, signal?: AbortSignal): Promise<u
         }
       });
     });
-    worker.once('error', (error) => finish(() => reject(error)));
-    worker.once('exit', (code) => finish(() => reject(new Error(`sqlite worker exited with code ${code} before answering`))));
+    worker.once('error', (error) => finish(() => reject(aborted ? new AbortedError(`${task.op} aborted`, error) : error)));
+    worker.once('exit', (code) =>
+      finish(() =>
+        reject(aborted ? new AbortedError(`${task.op} aborted`) : new Error(`sqlite worker exited with code ${code} before answering`)),
+      ),
+    );
   });
 }

@@ -11,6 +11,8 @@
 import type { ObjectInfo } from '../replica/store.js';
 import { DbSyncError, StorageError, toError } from '../errors.js';
 import { ChangeDetector } from './change-detector.js';
+import { writeSyncState } from './sync-state.js';
+import { pruneQuietly, type RetentionPolicy } from './retention.js';
 import { snapshotAndUpload, writeBackupKey, type UploadContext } from './upload.js';
 
 /** After a failure, retry after 5 s, 10 s, 20 s, ... but never later than the normal interval. */
@@ -50,6 +52,8 @@ export interface FinalSyncResult {
 
 export interface SyncLoopOptions extends UploadContext {
   readonly intervalMs: number;
+  /** Prune old timestamped backups after writing one; absent = keep all. */
+  readonly retention?: RetentionPolicy | undefined;
   /** Observer for metrics: called after every run with its result or error and its duration. */
   readonly onRun?: (result: TickResult | Error, durationMs: number) => void;
 }
@@ -84,11 +88,31 @@ export class SyncLoop {
     return this.detector.probe();
   }
 
-  /** Start the timer. Idempotent. */
-  start(): void {
+  /**
+   * Record a sync that happened outside the loop (a restore, a verified match) and persist it in the
+   * state file next to the database.
+   */
+  async setSynced(baseline: SyncBaseline & { sha256: string }): Promise<void> {
+    this.baseline = { ...baseline };
+    await this.persistState();
+  }
+
+  private async persistState(): Promise<void> {
+    const { sha256, versionId } = this.baseline;
+    if (sha256 === undefined) return;
+    try {
+      await writeSyncState(this.options.dbPath, { key: this.options.key, sha256, versionId, syncedAt: new Date().toISOString() });
+    } catch (error) {
+      // The state only sharpens the next start's decision; failing to write it must not fail a sync.
+      this.options.log.warn({ err: (error as Error).message }, 'could not write the sync state file');
+    }
+  }
+
+  /** Start the timer (first run after `firstDelayMs`, default one interval). Idempotent. */
+  start(firstDelayMs?: number): void {
     if (this.running) return;
     this.running = true;
-    this.schedule(this.options.intervalMs);
+    this.schedule(firstDelayMs ?? this.options.intervalMs);
   }
 
   private schedule(delayMs: number): void {
@@ -152,6 +176,7 @@ export class SyncLoop {
     const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256 });
     this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded?.versionId ?? this.baseline.versionId, token };
     this.unsyncedSince = undefined;
+    await this.persistState();
     if (!outcome.uploaded) {
       this.skippedUnchanged += 1;
       log.info({ key: this.options.key, sha256: outcome.snapshot.sha256 }, 'snapshot identical to last upload; upload skipped');
@@ -223,8 +248,10 @@ export class SyncLoop {
         uploaded = outcome.uploaded;
         this.baseline = { sha256: outcome.snapshot.sha256, versionId: uploaded?.versionId ?? this.baseline.versionId, token };
         this.unsyncedSince = undefined;
+        await this.persistState();
       }
       const backup = await writeBackupKey(this.options, this.baseline.versionId, at, signal);
+      if (this.options.retention) await pruneQuietly(this.options, this.options.retention, signal);
       return { uploaded, backup };
     } finally {
       signal.removeEventListener('abort', onAbort);

@@ -1,0 +1,77 @@
+/**
+ * A database already on the volume at start: decide, never guess, between it and the remote copy.
+ *
+ * With L = local content, R = remote content, S = what both held at the last sync (the state file):
+ * - L = R: in sync, nothing to do;
+ * - R = S (only the local side moved): keep local, upload it soon;
+ * - L = S (only the remote moved, e.g. another task uploaded): take the remote, keep local as .backup;
+ * - neither: both moved. Keep local, upload it as `KEY.conflict.YYYYMMDD_HHMMSS`, and refuse to start;
+ * - no state file (unknown history): keep local — a file on the volume is the likelier newer one — and
+ *   upload it; the remote stays as an older version in the versioned bucket.
+ */
+import { backupKey } from './backup-key.js';
+import { DbSyncError } from '../errors.js';
+import type { ObjectInfo } from '../replica/store.js';
+import { recordedSha256, snapshotMetadata } from './metadata.js';
+import { withRetry } from './retry.js';
+import { discardSnapshot, takeSnapshot } from './snapshot.js';
+import { readSyncState } from './sync-state.js';
+import type { UploadContext } from './upload.js';
+
+export type Reconciliation =
+  | { readonly decision: 'in-sync'; readonly sha256: string; readonly versionId: string | undefined }
+  | { readonly decision: 'local-ahead' | 'no-remote' | 'unknown-history'; readonly remoteSha256: string | undefined }
+  | { readonly decision: 'remote-ahead'; readonly remote: ObjectInfo };
+
+/** The conflict key for `key` at `at`: `KEY.conflict.YYYYMMDD_HHMMSS`. */
+export function conflictKey(key: string, at: Date): string {
+  return backupKey(key, at).replace(/\.backup\./, '.conflict.');
+}
+
+/**
+ * Compare the local database with the remote copy and the last-synced state.
+ * @throws DbSyncError `Refused` after uploading the local copy to a conflict key, when both sides moved.
+ */
+export async function reconcileLocal(ctx: UploadContext, signal: AbortSignal): Promise<Reconciliation> {
+  const { store, key, dbPath, log } = ctx;
+  const remote = await withRetry(`head ${key}`, () => store.head(key, { signal }), { log, signal });
+  if (!remote) return { decision: 'no-remote', remoteSha256: undefined };
+  const remoteSha = recordedSha256(remote.metadata);
+  const state = await readSyncState(dbPath);
+  const snapshot = await takeSnapshot(dbPath, { check: ctx.check, signal });
+  try {
+    const localSha = snapshot.sha256;
+    if (localSha === remoteSha) return { decision: 'in-sync', sha256: localSha, versionId: remote.versionId };
+    if (!state || state.key !== key) return { decision: 'unknown-history', remoteSha256: remoteSha };
+    if (remoteSha === state.sha256) return { decision: 'local-ahead', remoteSha256: remoteSha };
+    if (localSha === state.sha256) return { decision: 'remote-ahead', remote };
+    const conflict = conflictKey(key, new Date());
+    await withRetry(
+      `upload ${conflict}`,
+      () => store.put(conflict, snapshot.path, { metadata: snapshotMetadata(snapshot, ctx.origin), signal }),
+      { log, signal },
+    );
+    log.error(
+      {
+        key,
+        conflictKey: conflict,
+        localSha256: localSha,
+        remoteSha256: remoteSha,
+        lastSyncedSha256: state.sha256,
+        lastSyncedAt: state.syncedAt,
+      },
+      'CONFLICT: the local database and the remote copy both changed since the last sync; not starting',
+    );
+    throw new DbSyncError(
+      'Refused',
+      `both the local database and s3 ${key} changed since the last sync (${state.syncedAt}); the local copy was uploaded to ${conflict}`,
+      {
+        hint:
+          `compare ${key} and ${conflict} (db-sync restore --backup ${conflict} --to /tmp/local.sqlite3). To keep the local copy, ` +
+          `run \`db-sync upload\`; to take the remote one, move ${dbPath} away and start again`,
+      },
+    );
+  } finally {
+    await discardSnapshot(snapshot);
+  }
+}
