@@ -42,7 +42,13 @@ async function main() {
   mkdirSync(join(work, 'app'), { recursive: true });
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
 
-  const env = { ...process.env, DB_S3_KEY: key, DB_LOCAL_PATH: join(work, 'app', key), DB_SYNC_INTERVAL: '5s', DB_SYNC_HEALTH_PORT: '8790' };
+  const env = {
+    ...process.env,
+    DB_S3_KEY: key,
+    DB_LOCAL_PATH: join(work, 'app', key),
+    DB_SYNC_INTERVAL: '5s',
+    DB_SYNC_HEALTH_PORT: '8790',
+  };
   let client;
   let bucket = 'db-sync-demo';
   if (useDir) {
@@ -123,7 +129,9 @@ async function main() {
     const versions = await client.send(new ListObjectVersionsCommand({ Bucket: bucket }));
     say(`objects in s3://${bucket} (every version)`);
     for (const v of versions.Versions ?? []) {
-      process.stderr.write(`  ${v.LastModified?.toISOString()}  ${String(v.Size).padStart(8)}  ${v.Key}${v.IsLatest ? '  (latest)' : ''}\n`);
+      process.stderr.write(
+        `  ${v.LastModified?.toISOString()}  ${String(v.Size).padStart(8)}  ${v.Key}${v.IsLatest ? '  (latest)' : ''}\n`,
+      );
     }
     process.stderr.write(`\nTry it yourself:  eval "$(scripts/s3-server.sh env)" && aws s3 ls s3://${bucket}/\n`);
     client.destroy();
