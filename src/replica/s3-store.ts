@@ -12,6 +12,7 @@ import {
   CopyObjectCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
@@ -89,8 +90,25 @@ export class S3Store implements ReplicaStore {
         metadata: metadataOf(out.Metadata),
       };
     } catch (error) {
-      if (isNotFound(error)) return null;
-      throw this.fail(error, 'head', key);
+      if (!isNotFound(error)) throw this.fail(error, 'head', key);
+      await this.assertBucketExists(key, options.signal);
+      return null;
+    }
+  }
+
+  /**
+   * A HEAD answer has no body, so S3 reports a missing bucket as a bare 404 `NotFound`, the same as a missing
+   * key. Ask about the bucket once, so a missing bucket is an error and not "no object yet".
+   */
+  private async assertBucketExists(key: string, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal });
+    } catch (error) {
+      if ((error as Error).name === 'AbortError') throw this.fail(error, 'head', key);
+      // Only a 404 is conclusive; anything else leaves the object's own 404 standing.
+      if ((error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 404) return;
+      const missing = { name: 'NoSuchBucket', $fault: 'client', $metadata: { httpStatusCode: 404 }, message: 'the bucket does not exist' };
+      throw this.fail(missing, 'head', key);
     }
   }
 

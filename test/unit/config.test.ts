@@ -10,6 +10,7 @@ import {
   loadConfig,
   parseDuration,
   SETTINGS,
+  type Setting,
 } from '../../src/config.js';
 import { DbSyncError, ExitCode } from '../../src/errors.js';
 
@@ -49,7 +50,7 @@ describe('parseDuration', () => {
 describe('loadConfig', () => {
   it('applies the defaults', () => {
     const config = loadConfig({ DB_S3_BUCKET: 'b' });
-    expect(config).toEqual({
+    expect(config).toMatchObject({
       bucket: 'b',
       key: DEFAULT_KEY,
       localPath: DEFAULT_LOCAL_PATH,
@@ -171,7 +172,8 @@ describe('loadConfig', () => {
 
   it.each([
     ['not a url', 'is not a URL'],
-    ['127.0.0.1:7480', 'must be an http:// or https:// URL'],
+    ['127.0.0.1:7480', 'is not a URL'],
+    ['localhost:7480', 'must be an http:// or https:// URL'],
     ['ftp://example.com', 'must be an http:// or https:// URL'],
   ])('rejects the endpoint %j', (endpoint, problem) => {
     expect(usageError({ DB_S3_BUCKET: 'b', DB_S3_ENDPOINT: endpoint }).message).toContain(problem);
@@ -185,9 +187,9 @@ describe('loadConfig', () => {
 
 describe('ENV_VARS', () => {
   it('contains every env var and fallback of SETTINGS', () => {
-    for (const s of SETTINGS) {
+    for (const s of SETTINGS as readonly Setting[]) {
       expect(ENV_VARS).toContain(s.env);
-      for (const fallback of 'envFallbacks' in s ? s.envFallbacks : []) expect(ENV_VARS).toContain(fallback);
+      for (const fallback of s.envFallbacks ?? []) expect(ENV_VARS).toContain(fallback);
     }
     expect(ENV_VARS).toContain('AWS_REGION');
     expect(new Set(ENV_VARS).size).toBe(ENV_VARS.length);
