@@ -6,11 +6,12 @@
 import { ExitCode, isAbort } from '../errors.js';
 import { Sidecar } from '../core/sidecar.js';
 import { startHealthServer, type HealthServer } from '../http/health-server.js';
+import { SyncMetrics } from '../http/metrics.js';
 import { retentionPolicy, uploadContext, type CommandContext } from './context.js';
 import { DbSyncError } from '../errors.js';
 
 /** Start the sidecar's health server (when enabled) and register its closing. */
-export async function startHealth(ctx: CommandContext, sidecar: Sidecar): Promise<HealthServer | undefined> {
+export async function startHealth(ctx: CommandContext, sidecar: Sidecar, metrics: SyncMetrics): Promise<HealthServer | undefined> {
   const { config, log } = ctx;
   if (config.healthPort === 0) return undefined;
   try {
@@ -33,6 +34,7 @@ export async function startHealth(ctx: CommandContext, sidecar: Sidecar): Promis
           },
           version: ctx.origin.toolVersion,
         }),
+        extra: async (path) => (path === '/metrics' ? metrics.render() : undefined),
       },
     });
     ctx.shutdown.onClose('health server', () => server.close());
@@ -54,9 +56,17 @@ export async function startHealth(ctx: CommandContext, sidecar: Sidecar): Promis
  * restore), then the restore, then the loop. Returns undefined when a stop arrived before it was ready.
  */
 export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undefined> {
-  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs, retention: retentionPolicy(ctx) });
+  // The gauges read the sidecar's status at scrape time; the sidecar feeds the counters as it runs.
+  const metrics: SyncMetrics = new SyncMetrics(() => sidecar.status());
+  const sidecar: Sidecar = new Sidecar({
+    ...uploadContext(ctx),
+    intervalMs: ctx.config.intervalMs,
+    retention: retentionPolicy(ctx),
+    onOutcome: metrics.observeOutcome,
+    onRun: metrics.observeRun,
+  });
   ctx.shutdown.onClose('sync loop', () => sidecar.close());
-  await startHealth(ctx, sidecar);
+  await startHealth(ctx, sidecar, metrics);
   try {
     await sidecar.prepare(ctx.shutdown.graceful);
   } catch (error) {

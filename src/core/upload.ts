@@ -16,6 +16,8 @@ export interface UploadContext {
   readonly check: IntegrityCheck;
   readonly origin: Origin;
   readonly log: Logger;
+  /** Observer (metrics): called after every snapshot that was uploaded or found identical. */
+  readonly onOutcome?: ((outcome: UploadOutcome) => void) | undefined;
 }
 
 export interface UploadOutcome {
@@ -41,7 +43,9 @@ export async function snapshotAndUpload(
   const { path, ...summary } = snapshot;
   try {
     if (options.skipIfSha256 === snapshot.sha256) {
-      return { snapshot: summary, uploaded: undefined, uploadMs: 0 };
+      const outcome = { snapshot: summary, uploaded: undefined, uploadMs: 0 };
+      ctx.onOutcome?.(outcome);
+      return outcome;
     }
     const started = performance.now();
     const onProgress = options.onProgress;
@@ -67,7 +71,9 @@ export async function snapshotAndUpload(
       },
       'snapshot uploaded',
     );
-    return { snapshot: summary, uploaded, uploadMs };
+    const outcome = { snapshot: summary, uploaded, uploadMs };
+    ctx.onOutcome?.(outcome);
+    return outcome;
   } finally {
     await discardSnapshot(snapshot);
   }

@@ -1,0 +1,122 @@
+/**
+ * Prometheus metrics (`GET /metrics`), with prom-client: the exposition format, histograms and the
+ * process metrics are its job, and it does them right (escaping, buckets, content type).
+ *
+ * Counters and histograms are fed by observers on the sync loop; gauges that describe state (last
+ * upload, data at risk, failures in a row) are computed from the sidecar's status at scrape time, so
+ * they can never drift from what /status says.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { TickResult } from '../core/sync-loop.js';
+import type { UploadOutcome } from '../core/upload.js';
+import { DbSyncError, StorageError } from '../errors.js';
+
+/** The part of the sidecar's status the gauges read. */
+export interface MetricsSource {
+  readonly phase: string;
+  readonly lastUpload: { readonly at: string } | undefined;
+  readonly unsyncedSince: string | undefined;
+  readonly consecutiveFailures: number;
+}
+
+const DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+export class SyncMetrics {
+  readonly registry = new Registry();
+  private readonly snapshotSeconds: Histogram;
+  private readonly uploadSeconds: Histogram;
+  private readonly bytesUploaded: Counter;
+  private readonly uploads: Counter;
+  private readonly skipped: Counter;
+  private readonly failures: Counter;
+
+  constructor(source: () => MetricsSource) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'db_sync_process_' });
+    this.snapshotSeconds = new Histogram({
+      name: 'db_sync_snapshot_duration_seconds',
+      help: 'Time to take a consistent snapshot (backup API copy + integrity check + sha256).',
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.uploadSeconds = new Histogram({
+      name: 'db_sync_upload_duration_seconds',
+      help: 'Time to upload a snapshot, retries included.',
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.bytesUploaded = new Counter({ name: 'db_sync_uploaded_bytes_total', help: 'Bytes of snapshots uploaded.', registers });
+    this.uploads = new Counter({ name: 'db_sync_uploads_total', help: 'Snapshots uploaded.', registers });
+    this.skipped = new Counter({
+      name: 'db_sync_uploads_skipped_total',
+      help: 'Sync runs that uploaded nothing: reason="unchanged" (no change seen, no snapshot) or "identical" (snapshot equal to the last upload).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.failures = new Counter({
+      name: 'db_sync_failures_total',
+      help: 'Failed sync runs by kind (the storage error code, or the db-sync error kind).',
+      labelNames: ['kind'],
+      registers,
+    });
+    new Gauge({
+      name: 'db_sync_last_successful_upload_timestamp_seconds',
+      help: 'Unix time of the last successful upload (0 before the first).',
+      registers,
+      collect() {
+        const at = source().lastUpload?.at;
+        this.set(at ? Date.parse(at) / 1000 : 0);
+      },
+    });
+    new Gauge({
+      name: 'db_sync_data_at_risk_seconds',
+      help: 'Seconds since a change was first seen that has not reached the store yet (0 when in sync).',
+      registers,
+      collect() {
+        const since = source().unsyncedSince;
+        this.set(since ? Math.max(0, (Date.now() - Date.parse(since)) / 1000) : 0);
+      },
+    });
+    new Gauge({
+      name: 'db_sync_consecutive_failures',
+      help: 'Failed sync runs in a row (0 when the last one succeeded).',
+      registers,
+      collect() {
+        this.set(source().consecutiveFailures);
+      },
+    });
+    new Gauge({
+      name: 'db_sync_ready',
+      help: '1 when the database is restored and syncing, else 0.',
+      registers,
+      collect() {
+        this.set(source().phase === 'ready' ? 1 : 0);
+      },
+    });
+  }
+
+  /** Observer for {@link UploadOutcome}s (UploadContext.onOutcome). */
+  observeOutcome = (outcome: UploadOutcome): void => {
+    this.snapshotSeconds.observe(outcome.snapshot.durationMs / 1000);
+    if (outcome.uploaded) {
+      this.uploadSeconds.observe(outcome.uploadMs / 1000);
+      this.uploads.inc();
+      this.bytesUploaded.inc(outcome.snapshot.sizeBytes);
+    }
+  };
+
+  /** Observer for sync runs (SyncLoopOptions.onRun). */
+  observeRun = (result: TickResult | Error): void => {
+    if (result instanceof Error) {
+      const kind = result instanceof StorageError ? result.code : result instanceof DbSyncError ? result.kind : 'Error';
+      this.failures.inc({ kind });
+    } else if (result === 'unchanged' || result === 'identical') {
+      this.skipped.inc({ reason: result });
+    }
+  };
+
+  /** The exposition text and its content type. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
