@@ -156,6 +156,9 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
     await sidecar.loop.stop();
     throw error;
   }
+  // After the start, Node reports a failed kill() (EPERM: a setuid child, say) as an 'error' event; with
+  // no listener that event would crash db-sync and lose the final sync.
+  child.on('error', (error) => log.error({ err: error.message, pid: child.pid }, 'cannot signal the app'));
   log.info({ argv: [command, ...args], pid: child.pid }, 'app started');
 
   const exit = await exited.finally(cleanUp);
