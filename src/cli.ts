@@ -9,10 +9,11 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ENV_VARS, loadConfig, SETTINGS, type Config, type Setting } from './config.js';
 import { DbSyncError, ExitCode, exitCodeFor, toError } from './errors.js';
 import { Shutdown } from './lifecycle.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, secretScrubber, type Logger } from './logger.js';
 import { createStore } from './replica/create-store.js';
 import { VERSION } from './version.js';
 import type { CommandContext } from './commands/context.js';
+import { progressFor } from './commands/progress.js';
 import { downloadCommand } from './commands/download.js';
 import { EXEC_EXIT_CODES, execCommand } from './commands/exec.js';
 import { healthCommand } from './commands/health.js';
@@ -22,6 +23,8 @@ import { uploadCommand } from './commands/upload.js';
 import { backupsCommand } from './commands/backups.js';
 import { restoreCommand } from './commands/restore.js';
 import { verifyCommand } from './commands/verify.js';
+import { leaseCommand } from './commands/lease.js';
+import { ecsTaskFromMetadataUri, type LeaseHolderInfo } from './core/lease.js';
 
 type Command = (ctx: CommandContext) => Promise<number>;
 
@@ -52,17 +55,19 @@ const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     summary: 'restore drill: download the latest snapshot to a temp file, check sha256 + integrity, exit non-zero if bad',
     run: verifyCommand,
   },
+  lease: { summary: 'show who holds the single-writer lease of KEY (--json); --force breaks it', run: leaseCommand },
   health: { summary: 'probe a running daemon: exit 0 when ready (--live: when alive), 8 otherwise' },
 };
 
 const COMMAND_OPTIONS = {
-  force: { type: 'boolean', description: 'download: replace an existing local database (kept as .backup)' },
+  force: { type: 'boolean', description: 'download: replace an existing local database (kept as .backup); lease: break the lease' },
   'version-id': { type: 'string', description: 'download, restore, verify: this object version' },
   at: { type: 'string', description: 'restore: the newest version stored at or before this ISO-8601 time' },
   backup: { type: 'string', description: 'restore: this backup key (e.g. db.sqlite3.backup.20261123_103729)' },
   to: { type: 'string', description: 'restore: write here (default DB_LOCAL_PATH.restored.YYYYMMDD_HHMMSS)' },
   json: { type: 'boolean', description: 'print the result as one JSON line' },
   live: { type: 'boolean', description: 'health: check liveness (/healthz) instead of readiness' },
+  quiet: { type: 'boolean', short: 'q', description: 'upload, download, restore: no progress bar (drawn only when stderr is a terminal)' },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
   version: { type: 'boolean', short: 'v', description: 'print the version' },
 } as const;
@@ -104,11 +109,14 @@ export function helpText(): string {
   return lines.join('\n');
 }
 
+/** Secret values from the environment, scrubbed from every log line, error and health body as a last defence. */
+const scrub = secretScrubber([process.env.AWS_SECRET_ACCESS_KEY, process.env.AWS_SESSION_TOKEN, process.env.AWS_SECURITY_TOKEN]);
+
 function printError(error: unknown, log: Logger | undefined): void {
   const err = toError(error);
   const hint = err instanceof DbSyncError ? err.hint : undefined;
   log?.error({ err: { message: err.message, kind: err instanceof DbSyncError ? err.kind : 'Failure' }, hint }, 'command failed');
-  process.stderr.write(`db-sync: ${err.message}\n${hint ? `  hint: ${hint}\n` : ''}`);
+  process.stderr.write(scrub(`db-sync: ${err.message}\n${hint ? `  hint: ${hint}\n` : ''}`));
 }
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -169,7 +177,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return healthCommand(config, values.live === true, (line) => process.stdout.write(`${line}\n`));
   }
 
-  const log = createLogger({ level: config.logLevel });
+  const log = createLogger({ level: config.logLevel, scrub });
   const shutdown = new Shutdown();
   const signalListeners = new Set<(signal: NodeJS.Signals) => void>();
   const notify = (signal: NodeJS.Signals): void => {
@@ -188,11 +196,18 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const store = createStore(config);
   shutdown.onClose('store', () => store.close());
+  // The lease record names its holder: this process, and the ECS task when the metadata endpoint says so.
+  const origin: LeaseHolderInfo = {
+    host: hostname(),
+    toolVersion: VERSION,
+    pid: process.pid,
+    task: ecsTaskFromMetadataUri(process.env.ECS_CONTAINER_METADATA_URI_V4),
+  };
   const ctx: CommandContext = {
     config,
     log: log.child({ command: name }),
     store,
-    origin: { host: hostname(), toolVersion: VERSION },
+    origin,
     shutdown,
     flags: {
       force: values.force === true,
@@ -203,6 +218,8 @@ async function main(argv: readonly string[]): Promise<number> {
       to: values.to as string | undefined,
     },
     print: (line) => process.stdout.write(`${line}\n`),
+    progress: progressFor(process.stderr, values.quiet === true),
+    scrub,
     childCommand,
     onSignal: (listener) => {
       signalListeners.add(listener);
@@ -229,7 +246,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    process.stderr.write(`db-sync: unexpected error: ${toError(error).stack ?? String(error)}\n`);
+    process.stderr.write(scrub(`db-sync: unexpected error: ${toError(error).stack ?? String(error)}\n`));
     process.exit(ExitCode.Failure);
   },
 );

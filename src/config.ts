@@ -22,8 +22,15 @@ export const MIN_INTERVAL_MS = 1_000;
 /** Retention defaults: like the old backup scripts' 7 days, and never fewer than the last 10 backups. */
 export const DEFAULT_KEEP_BACKUPS = 10;
 export const DEFAULT_KEEP_BACKUPS_DAYS = 7;
+/** Lease: a successor takes over a silent owner's lease after this long; renewed every third of it. */
+export const DEFAULT_LEASE_TTL_MS = 30_000;
+export const MIN_LEASE_TTL_MS = 2_000;
 
 export type IntegrityCheck = 'quick' | 'full' | 'none';
+/** `auto`: enforce where the store enforces conditional writes, else warn; `required`: refuse to start without; `off`. */
+export type LeaseMode = 'auto' | 'required' | 'off';
+/** Server-side encryption db-sync asks S3 for: SSE-S3 (`AES256`) or SSE-KMS (`aws:kms`). */
+export type SseMode = 'AES256' | 'aws:kms';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 
 export interface Config {
@@ -42,18 +49,33 @@ export interface Config {
   readonly healthHost: string;
   /** Deadline for the final snapshot + upload after the first SIGTERM/SIGINT. */
   readonly shutdownTimeoutMs: number;
+  /** `run`/`exec`: give up preparing the database after this long while the store is unreachable; 0 = never. */
+  readonly restoreTimeoutMs: number;
   /** `exec`: deadline for the app to exit after the forwarded stop signal; then it gets SIGKILL. */
   readonly childStopTimeoutMs: number;
   /** Custom S3 endpoint (MinIO, R2, Ceph RGW, LocalStack). */
   readonly endpoint: string | undefined;
   readonly forcePathStyle: boolean;
   readonly region: string | undefined;
+  /** Plain http:// to a non-loopback endpoint is refused unless this is set (credentials' session token and data in clear). */
+  readonly allowHttp: boolean;
+  /** Server-side encryption on every object db-sync writes (put, multipart, copy); undefined = the bucket's default. */
+  readonly sse: SseMode | undefined;
+  /** KMS key for `aws:kms` (id, ARN or alias); undefined = the account's AWS-managed key for S3. */
+  readonly sseKmsKeyId: string | undefined;
   /** Integrity check run on every snapshot and every restore. */
   readonly integrityCheck: IntegrityCheck;
   /** Retention: backups among the newest this many are kept whatever their age. */
   readonly keepBackups: number;
   /** Retention: backups younger than this many days are kept whatever their count. */
   readonly keepBackupsDays: number;
+  /** Single-writer lease for `run` and `exec`. */
+  readonly leaseMode: LeaseMode;
+  /** Bucket of the lease object; undefined = the database's bucket. */
+  readonly leaseBucket: string | undefined;
+  /** Key of the lease object; undefined = `KEY.lease`. */
+  readonly leaseKey: string | undefined;
+  readonly leaseTtlMs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -158,6 +180,12 @@ function s3Key(raw: string | undefined): Parsed<string> {
 
 function endpointUrl(raw: string | undefined): Parsed<string | undefined> {
   if (raw === undefined || raw.trim() === '') return ok(undefined);
+  // The endpoint is shown in logs and /status, so credentials in it (user:password@) are refused, and no
+  // message here repeats them: a secret may hold "/" or "@", which also makes the URL unparsable.
+  const shown = raw.trim().replace(/^([a-z][a-z0-9+.-]*:\/\/)[^?#]*@/i, '$1***@');
+  if (shown !== raw.trim()) {
+    return bad(`DB_S3_ENDPOINT="${shown}" must not contain credentials (user:password@); db-sync takes them only from the AWS SDK chain`);
+  }
   try {
     const url = new URL(raw.trim());
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
@@ -167,6 +195,23 @@ function endpointUrl(raw: string | undefined): Parsed<string | undefined> {
   } catch {
     return bad(`DB_S3_ENDPOINT="${raw}" is not a URL; e.g. http://127.0.0.1:7480`);
   }
+}
+
+/**
+ * Whether `hostname` (as `URL.hostname` gives it) is this machine's loopback: `localhost`, 127.0.0.0/8 or
+ * `[::1]`. Plain http there never leaves the host, so it needs no DB_S3_ALLOW_HTTP.
+ */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+function sseMode(raw: string | undefined): Parsed<SseMode | undefined> {
+  if (raw === undefined || raw.trim() === '') return ok(undefined);
+  const v = raw.trim().toLowerCase();
+  if (v === 'aes256') return ok('AES256');
+  if (v === 'aws:kms') return ok('aws:kms');
+  return bad(`DB_S3_SSE="${raw}" must be AES256 (SSE-S3) or aws:kms (SSE-KMS); leave it unset for the bucket's default encryption`);
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -242,6 +287,15 @@ export const SETTINGS = [
     parse: duration('DB_SYNC_SHUTDOWN_TIMEOUT', DEFAULT_SHUTDOWN_TIMEOUT_MS, 1_000),
   }),
   setting({
+    field: 'restoreTimeoutMs',
+    env: 'DB_SYNC_RESTORE_TIMEOUT',
+    flag: 'restore-timeout',
+    description:
+      'run, exec: give up (exit 1, never ready) when the store stays unreachable this long at start; 0 keeps trying, so the app never starts on an empty database.',
+    defaultText: '0 (keep trying)',
+    parse: (raw) => (raw?.trim() === '0' ? ok(0) : duration('DB_SYNC_RESTORE_TIMEOUT', 0, 1_000)(raw)),
+  }),
+  setting({
     field: 'childStopTimeoutMs',
     env: 'DB_SYNC_CHILD_STOP_TIMEOUT',
     flag: 'child-stop-timeout',
@@ -277,6 +331,33 @@ export const SETTINGS = [
     parse: optionalString,
   }),
   setting({
+    field: 'allowHttp',
+    env: 'DB_S3_ALLOW_HTTP',
+    flag: 'allow-http',
+    boolean: true,
+    description:
+      'Allow a plain http:// DB_S3_ENDPOINT on a host other than loopback (a trusted development network); without it only https:// and loopback http:// are accepted.',
+    defaultText: 'false',
+    parse: booleanValue('DB_S3_ALLOW_HTTP'),
+  }),
+  setting({
+    field: 'sse',
+    env: 'DB_S3_SSE',
+    flag: 'sse',
+    description:
+      "Server-side encryption for every object db-sync writes: AES256 (SSE-S3) or aws:kms (SSE-KMS). Unset: the bucket's default.",
+    defaultText: '(bucket default)',
+    parse: sseMode,
+  }),
+  setting({
+    field: 'sseKmsKeyId',
+    env: 'DB_S3_SSE_KMS_KEY_ID',
+    flag: 'sse-kms-key-id',
+    description: "KMS key (id, ARN or alias) for DB_S3_SSE=aws:kms. Unset: the account's AWS-managed key for S3.",
+    defaultText: '(aws/s3)',
+    parse: optionalString,
+  }),
+  setting({
     field: 'integrityCheck',
     env: 'DB_SYNC_INTEGRITY_CHECK',
     flag: 'integrity-check',
@@ -299,6 +380,39 @@ export const SETTINGS = [
     description: 'Retention: always keep backups younger than N days; older ones beyond the newest N are deleted.',
     defaultText: String(DEFAULT_KEEP_BACKUPS_DAYS),
     parse: count('DB_SYNC_KEEP_BACKUPS_DAYS', DEFAULT_KEEP_BACKUPS_DAYS),
+  }),
+  setting({
+    field: 'leaseMode',
+    env: 'DB_SYNC_LEASE',
+    flag: 'lease',
+    description:
+      'One writer at a time (run, exec): auto (enforce where the store enforces conditional writes, else warn), required (refuse to start without) or off.',
+    defaultText: 'auto',
+    parse: oneOf<LeaseMode>('DB_SYNC_LEASE', ['auto', 'required', 'off'], 'auto'),
+  }),
+  setting({
+    field: 'leaseBucket',
+    env: 'DB_SYNC_LEASE_BUCKET',
+    flag: 'lease-bucket',
+    description: 'Bucket of the lease object, e.g. an unversioned one where the provider ignores conditional writes in versioned buckets.',
+    defaultText: '(DB_S3_BUCKET)',
+    parse: optionalString,
+  }),
+  setting({
+    field: 'leaseKey',
+    env: 'DB_SYNC_LEASE_KEY',
+    flag: 'lease-key',
+    description: 'Key of the lease object.',
+    defaultText: 'KEY.lease',
+    parse: optionalString,
+  }),
+  setting({
+    field: 'leaseTtlMs',
+    env: 'DB_SYNC_LEASE_TTL',
+    flag: 'lease-ttl',
+    description: 'A lease not renewed for this long is taken over by a waiting successor; renewed every third of it.',
+    defaultText: '30s',
+    parse: duration('DB_SYNC_LEASE_TTL', DEFAULT_LEASE_TTL_MS, MIN_LEASE_TTL_MS),
   }),
   setting({
     field: 'logLevel',
@@ -344,10 +458,38 @@ export function loadConfig(env: Env, flags: FlagValues = {}, options: LoadConfig
   if (config.bucket && config.replicaDir) {
     problems.push('DB_S3_BUCKET and DB_SYNC_REPLICA_DIR are both set; choose one replica');
   }
+  if (config.leaseBucket && config.replicaDir) {
+    problems.push('DB_SYNC_LEASE_BUCKET is set with DB_SYNC_REPLICA_DIR; a directory replica keeps its lease in the directory');
+  }
+  if (config.leaseKey !== undefined && config.leaseKey === config.key && (!config.leaseBucket || config.leaseBucket === config.bucket)) {
+    problems.push(`DB_SYNC_LEASE_KEY="${config.leaseKey}" is the database's own key; the lease would overwrite the database`);
+  }
+  problems.push(...transportAndEncryptionProblems(config));
   if (problems.length > 0) {
     throw new DbSyncError('Usage', `invalid configuration:\n  - ${problems.join('\n  - ')}`, {
       hint: 'fix the settings above (see `db-sync --help` or the README) and run again; nothing was changed',
     });
   }
   return Object.freeze(config);
+}
+
+/** Cross-setting checks for the endpoint's transport and server-side encryption (only once each setting parsed). */
+function transportAndEncryptionProblems(config: Partial<Config>): string[] {
+  const problems: string[] = [];
+  if (config.endpoint && !config.allowHttp) {
+    const url = new URL(config.endpoint);
+    if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
+      problems.push(
+        `DB_S3_ENDPOINT="${config.endpoint}" is plain http to another host: the data and the session token would cross the network ` +
+          'unencrypted; use https://, or set DB_S3_ALLOW_HTTP=true on a trusted development network',
+      );
+    }
+  }
+  if (config.sseKmsKeyId && config.sse !== 'aws:kms') {
+    problems.push(`DB_S3_SSE_KMS_KEY_ID is set but DB_S3_SSE is ${config.sse ?? 'unset'}; a KMS key applies only with DB_S3_SSE=aws:kms`);
+  }
+  if (config.sse && config.replicaDir) {
+    problems.push('DB_S3_SSE is set with DB_SYNC_REPLICA_DIR; server-side encryption applies only to S3 (encrypt the volume instead)');
+  }
+  return problems;
 }

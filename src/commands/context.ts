@@ -6,6 +6,7 @@ import type { UploadContext } from '../core/upload.js';
 import type { Shutdown } from '../lifecycle.js';
 import type { Logger } from '../logger.js';
 import type { ReplicaStore } from '../replica/store.js';
+import type { ProgressFactory } from './progress.js';
 
 export interface CommandFlags {
   readonly force: boolean;
@@ -36,6 +37,10 @@ export interface CommandContext {
    * This is how `exec` forwards signals to its child without touching `process` itself.
    */
   readonly onSignal: (listener: (signal: NodeJS.Signals) => void) => () => void;
+  /** Progress bars for manual transfers; absent when stderr is not a terminal or with `--quiet`. */
+  readonly progress?: ProgressFactory | undefined;
+  /** Removes the secret values the CLI knows of from a text (health server bodies); identity when absent. */
+  readonly scrub?: ((text: string) => string) | undefined;
 }
 
 /** The upload context for this command's configuration. */

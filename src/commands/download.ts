@@ -16,10 +16,19 @@ export async function downloadCommand(ctx: CommandContext): Promise<number> {
       hint: 'pass --force to replace it (the current file is kept as DB_LOCAL_PATH.backup), or set DB_LOCAL_PATH to a new path',
     });
   }
-  const options = { check: config.integrityCheck, log: ctx.log, signal: ctx.shutdown.graceful, keepPrevious: true };
-  const restored = flags.versionId
-    ? await restoreExact(ctx.store, { key: config.key, versionId: flags.versionId }, target, options)
-    : await restoreNewestGood(ctx.store, config.key, target, options);
+  const bar = ctx.progress?.('download');
+  const options = {
+    check: config.integrityCheck,
+    log: ctx.log,
+    signal: ctx.shutdown.graceful,
+    keepPrevious: true,
+    onProgress: bar ? (received: number, total: number) => bar.update(received, total) : undefined,
+  };
+  const restored = await (
+    flags.versionId
+      ? restoreExact(ctx.store, { key: config.key, versionId: flags.versionId }, target, options)
+      : restoreNewestGood(ctx.store, config.key, target, options)
+  ).finally(() => bar?.done());
   if (!restored) {
     throw new DbSyncError(
       'NotFound',

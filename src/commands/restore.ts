@@ -57,10 +57,17 @@ export async function restoreCommand(ctx: CommandContext): Promise<number> {
   } else if (flags.versionId !== undefined) source = { key: config.key, versionId: flags.versionId };
   else if (flags.backup !== undefined) source = { key: flags.backup };
 
-  const options = { check: config.integrityCheck, log, signal, keepPrevious: true };
-  const restored = source
-    ? await restoreExact(store, source, target, options)
-    : await restoreNewestGood(store, config.key, target, options);
+  const bar = ctx.progress?.('restore');
+  const options = {
+    check: config.integrityCheck,
+    log,
+    signal,
+    keepPrevious: true,
+    onProgress: bar ? (received: number, total: number) => bar.update(received, total) : undefined,
+  };
+  const restored = await (
+    source ? restoreExact(store, source, target, options) : restoreNewestGood(store, config.key, target, options)
+  ).finally(() => bar?.done());
   if (!restored) {
     throw new DbSyncError(
       'NotFound',

@@ -7,33 +7,28 @@ import { ExitCode, isAbort } from '../errors.js';
 import { Sidecar } from '../core/sidecar.js';
 import { startHealthServer, type HealthServer } from '../http/health-server.js';
 import { SyncMetrics } from '../http/metrics.js';
+import { statusDocument } from '../http/status.js';
 import { retentionPolicy, uploadContext, type CommandContext } from './context.js';
+import { sidecarLease } from './lease.js';
 import { DbSyncError } from '../errors.js';
 
 /** Start the sidecar's health server (when enabled) and register its closing. */
 export async function startHealth(ctx: CommandContext, sidecar: Sidecar, metrics: SyncMetrics): Promise<HealthServer | undefined> {
   const { config, log } = ctx;
   if (config.healthPort === 0) return undefined;
+  const startedAt = new Date();
   try {
     const server = await startHealthServer({
       host: config.healthHost,
       port: config.healthPort,
       log,
+      scrub: ctx.scrub,
       source: {
         ready: () => sidecar.ready(),
-        live: () => ({ ok: sidecar.phase !== 'failed', state: sidecar.phase }),
-        status: () => ({
-          ...sidecar.status(),
-          config: {
-            location: ctx.store.location,
-            key: config.key,
-            localPath: config.localPath,
-            intervalMs: config.intervalMs,
-            shutdownTimeoutMs: config.shutdownTimeoutMs,
-            integrityCheck: config.integrityCheck,
-          },
-          version: ctx.origin.toolVersion,
-        }),
+        // Degraded stays 200: a task replaced for a failing S3 takes its unsynced changes with it.
+        live: () => ({ ok: sidecar.phase !== 'failed', state: sidecar.ready() && sidecar.loop.degraded() ? 'degraded' : sidecar.phase }),
+        status: () =>
+          statusDocument({ sidecar: sidecar.status(), config, location: ctx.store.location, version: ctx.origin.toolVersion, startedAt }),
         extra: async (path) => (path === '/metrics' ? metrics.render() : undefined),
       },
     });
@@ -53,7 +48,8 @@ export async function startHealth(ctx: CommandContext, sidecar: Sidecar, metrics
 
 /**
  * Prepare and start a sidecar: health server first (so ECS sees a live, not-ready process during a long
- * restore), then the restore, then the loop. Returns undefined when a stop arrived before it was ready.
+ * restore or while another task holds the lease), then the lease, then the restore, then the loop.
+ * Returns undefined when a stop arrived before it was ready.
  */
 export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undefined> {
   // The gauges read the sidecar's status at scrape time; the sidecar feeds the counters as it runs.
@@ -64,6 +60,9 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
     retention: retentionPolicy(ctx),
     onOutcome: metrics.observeOutcome,
     onRun: metrics.observeRun,
+    // Taken in prepare(), before the restore; every upload is fenced by it; released after the final sync.
+    lease: ctx.config.leaseMode === 'off' ? undefined : sidecarLease(ctx),
+    restoreTimeoutMs: ctx.config.restoreTimeoutMs,
   });
   ctx.shutdown.onClose('sync loop', () => sidecar.close());
   await startHealth(ctx, sidecar, metrics);

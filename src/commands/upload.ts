@@ -4,7 +4,11 @@ import { snapshotAndUpload } from '../core/upload.js';
 import { uploadContext, type CommandContext } from './context.js';
 
 export async function uploadCommand(ctx: CommandContext): Promise<number> {
-  const outcome = await snapshotAndUpload(uploadContext(ctx), { signal: ctx.shutdown.graceful });
+  const bar = ctx.progress?.('upload');
+  const outcome = await snapshotAndUpload(uploadContext(ctx), {
+    signal: ctx.shutdown.graceful,
+    onProgress: bar ? (sent, total) => bar.update(sent, total) : undefined,
+  }).finally(() => bar?.done());
   const result = {
     key: ctx.config.key,
     location: ctx.store.location,

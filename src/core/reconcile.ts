@@ -3,7 +3,8 @@
  *
  * With L = local content, R = remote content, S = what both held at the last sync (the state file):
  * - L = R: in sync, nothing to do;
- * - R = S (only the local side moved): keep local, upload it soon;
+ * - R = S (only the local side moved, or nothing did): keep local, upload it soon. R = S also when R is the
+ *   very version synced last, whatever its recorded hash;
  * - L = S (only the remote moved, e.g. another task uploaded): take the remote, keep local as .backup;
  * - neither: both moved. Keep local, upload it as `KEY.conflict.YYYYMMDD_HHMMSS`, and refuse to start;
  * - no state file (unknown history): keep local — a file on the volume is the likelier newer one — and
@@ -13,7 +14,7 @@ import { backupKey } from './backup-key.js';
 import { DbSyncError } from '../errors.js';
 import type { ObjectInfo } from '../replica/store.js';
 import { recordedSha256, snapshotMetadata } from './metadata.js';
-import { withRetry } from './retry.js';
+import { withRetry, type RetryPolicy } from './retry.js';
 import { discardSnapshot, takeSnapshot } from './snapshot.js';
 import { readSyncState } from './sync-state.js';
 import type { UploadContext } from './upload.js';
@@ -32,18 +33,26 @@ export function conflictKey(key: string, at: Date): string {
  * Compare the local database with the remote copy and the last-synced state.
  * @throws DbSyncError `Refused` after uploading the local copy to a conflict key, when both sides moved.
  */
-export async function reconcileLocal(ctx: UploadContext, signal: AbortSignal): Promise<Reconciliation> {
+export async function reconcileLocal(ctx: UploadContext, signal: AbortSignal, policy?: RetryPolicy): Promise<Reconciliation> {
   const { store, key, dbPath, log } = ctx;
-  const remote = await withRetry(`head ${key}`, () => store.head(key, { signal }), { log, signal });
-  if (!remote) return { decision: 'no-remote', remoteSha256: undefined };
-  const remoteSha = recordedSha256(remote.metadata);
-  const state = await readSyncState(dbPath);
+  const remote = await withRetry(`head ${key}`, () => store.head(key, { signal }), { log, signal, policy });
+  // Also with no remote copy: the snapshot proves the local file is a readable, healthy database, so a
+  // stray or damaged file at DB_LOCAL_PATH stops the start (exit 7 or 6) instead of making it "ready".
   const snapshot = await takeSnapshot(dbPath, { check: ctx.check, signal });
   try {
+    if (!remote) return { decision: 'no-remote', remoteSha256: undefined };
+    const remoteSha = recordedSha256(remote.metadata);
+    const state = await readSyncState(dbPath);
     const localSha = snapshot.sha256;
     if (localSha === remoteSha) return { decision: 'in-sync', sha256: localSha, versionId: remote.versionId };
     if (!state || state.key !== key) return { decision: 'unknown-history', remoteSha256: remoteSha };
-    if (remoteSha === state.sha256) return { decision: 'local-ahead', remoteSha256: remoteSha };
+    // The remote is unchanged since the last sync when it is the very version we synced, or holds the content
+    // we synced. The version id matters for objects without a sha256 (uploaded by `aws s3 cp` before db-sync
+    // took over): the state then holds the downloaded file's hash, which a fresh snapshot of the same,
+    // unchanged database need not reproduce byte for byte, so comparing hashes alone would cry conflict.
+    const remoteUnchanged =
+      (remoteSha !== undefined && remoteSha === state.sha256) || (remote.versionId !== undefined && remote.versionId === state.versionId);
+    if (remoteUnchanged) return { decision: 'local-ahead', remoteSha256: remoteSha };
     if (localSha === state.sha256) return { decision: 'remote-ahead', remote };
     const conflict = conflictKey(key, new Date());
     await withRetry(

@@ -10,7 +10,9 @@
  *   of the key, then the timestamped backups, newest first, each skip logged with its reason.
  */
 import { createWriteStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { chmod, chown, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { IntegrityCheck } from '../config.js';
 import { DbSyncError, isAbort, wrapError } from '../errors.js';
@@ -20,7 +22,7 @@ import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
 import { backupPrefix, parseBackupKey } from './backup-key.js';
 import { HashingStream } from './hash.js';
 import { recordedSha256 } from './metadata.js';
-import { withRetry } from './retry.js';
+import { withRetry, type RetryPolicy } from './retry.js';
 import { BUSY_TIMEOUT_MS, runSqliteTask } from './sqlite-worker.js';
 
 /** One object (or object version) that can be restored. */
@@ -34,6 +36,10 @@ export interface VerifyOptions {
   readonly check: IntegrityCheck;
   readonly log: Logger;
   readonly signal?: AbortSignal | undefined;
+  /** How storage calls retry (default: `DEFAULT_RETRY`); shorter when the caller retries the whole restore itself. */
+  readonly policy?: RetryPolicy | undefined;
+  /** Called as a download's bytes arrive: received so far, and the object's size (0 when unknown). */
+  readonly onProgress?: ((receivedBytes: number, totalBytes: number) => void) | undefined;
 }
 
 export interface RestoreOptions extends VerifyOptions {
@@ -84,13 +90,29 @@ export async function downloadVerified(
     {
       log: options.log,
       signal: options.signal,
+      policy: options.policy,
     },
   );
   if (!got) return null;
   const temp = tempPathBeside(target, 'restore');
   try {
     const hashing = new HashingStream();
-    await pipeline(got.body, hashing, createWriteStream(temp, { mode: FILE_MODE }), { signal: options.signal });
+    const onProgress = options.onProgress;
+    const total = got.info.sizeBytes;
+    let received = 0;
+    const counted = onProgress
+      ? new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            received += chunk.length;
+            onProgress(received, total);
+            callback(null, chunk);
+          },
+        })
+      : undefined;
+    const sink = createWriteStream(temp, { mode: FILE_MODE });
+    await (counted
+      ? pipeline(got.body, hashing, counted, sink, { signal: options.signal })
+      : pipeline(got.body, hashing, sink, { signal: options.signal }));
     await fsyncFile(temp);
     const sha256 = hashing.digest();
     const problem = (reason: string): DbSyncError =>
@@ -160,6 +182,7 @@ export async function installCopy(copy: VerifiedCopy, target: string, options: R
       previousKeptAt = `${target}.backup`;
       await preserveDatabase(target, previousKeptAt, options);
     }
+    await adoptOwnership(copy.path, target);
     // Stale sidecars first: after this point the old database is gone in spirit (kept above if asked).
     await removeSqliteSidecars(target);
     await commitTempFile(copy.path, target);
@@ -168,6 +191,20 @@ export async function installCopy(copy: VerifiedCopy, target: string, options: R
     await removeQuietly(copy.path);
     throw error;
   }
+}
+
+/**
+ * File modes: the verified copy is created 0600 (it holds the whole database). Installed over an existing
+ * database, it takes that file's mode and owner, so the app that opens it still can. Installed where there
+ * was none, it stays 0600 and takes the owner of its directory: a sidecar running as root then restores a
+ * file the app's user (who owns the shared volume) can open. chown works only as root or to oneself, so it
+ * is best effort; as a non-root user the file stays this user's (run db-sync as the app's user).
+ */
+async function adoptOwnership(path: string, target: string): Promise<void> {
+  const existing = await stat(target).catch(() => null);
+  const owner = existing ?? (await stat(dirname(target)).catch(() => null));
+  if (existing) await chmod(path, existing.mode & 0o7777);
+  if (owner) await chown(path, owner.uid, owner.gid).catch(() => undefined);
 }
 
 /**
@@ -191,7 +228,7 @@ export async function restoreExact(
 export async function fallbackCandidates(
   store: ReplicaStore,
   key: string,
-  options: { signal?: AbortSignal | undefined; log: Logger },
+  options: { signal?: AbortSignal | undefined; log: Logger; policy?: RetryPolicy | undefined },
 ): Promise<RestoreSource[]> {
   const versions = await withRetry(`list versions of ${key}`, () => store.listVersions(key, { signal: options.signal }), options);
   const backups = (await withRetry(`list ${backupPrefix(key)}*`, () => store.list(backupPrefix(key), { signal: options.signal }), options))

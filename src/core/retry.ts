@@ -14,8 +14,17 @@ export interface RetryPolicy {
   readonly maxTimeoutMs: number;
 }
 
-/** For one-shot commands and each daemon tick: about a minute of trying before giving up. */
+/** For one-shot commands and the final sync: about a minute of trying before giving up. */
 export const DEFAULT_RETRY: RetryPolicy = { retries: 5, minTimeoutMs: 1_000, maxTimeoutMs: 20_000 };
+
+/**
+ * For callers that back off themselves: each daemon tick (the loop waits 5 s, 10 s … up to the interval
+ * between ticks) and each start-up restore attempt (retried until the store answers). A few seconds, for
+ * blips only: retrying for a minute inside would multiply the requests a failing S3 sees, delay the
+ * "not ready, retrying" and "degraded" reports, and hold up a SIGTERM's final sync, which waits for the
+ * tick in flight.
+ */
+export const SHORT_RETRY: RetryPolicy = { retries: 2, minTimeoutMs: 1_000, maxTimeoutMs: 4_000 };
 
 /** Whether retrying can help. Only storage errors flagged retryable qualify. */
 export function isRetryable(error: unknown): boolean {

@@ -1,20 +1,50 @@
 /**
- * The daemon's life, without the process: prepare (restore before anything may use the database), run
- * the sync loop, finish (final snapshot, upload, backup key). `run` and `exec` drive it; tests drive it
- * directly. Its phase answers the health server's questions.
+ * The daemon's life, without the process: take the single-writer lease, prepare (restore before anything
+ * may use the database), run the sync loop, finish (final snapshot, upload, backup key, release the lease).
+ * `run` and `exec` drive it; tests drive it directly. Its phase answers the health server's questions.
  */
 import { stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isAbort, wrapError } from '../errors.js';
+import type { LeaseMode } from '../config.js';
+import { DbSyncError, isAbort, toError, wrapError } from '../errors.js';
+import { isConditionalStore as isConditional, type ReplicaStore } from '../replica/store.js';
+import { FencedStore, Lease, type LeaseHolderInfo, type LeaseStatus } from './lease.js';
+import { probeConditionalWrites } from './lease-probe.js';
+import { abortLeftoverUploads, prepareLocalDirectory } from './leftovers.js';
 import { reconcileLocal } from './reconcile.js';
 import { restoreNewestGood, type Restored } from './restore.js';
-import { isRetryable } from './retry.js';
+import { isRetryable, SHORT_RETRY } from './retry.js';
 import { SyncLoop, type FinalSyncResult, type SyncLoopOptions, type SyncStatus } from './sync-loop.js';
 
-export type Phase = 'starting' | 'restoring' | 'ready' | 'stopping' | 'stopped' | 'failed';
+export type Phase = 'starting' | 'waiting-for-lease' | 'restoring' | 'ready' | 'stopping' | 'stopped' | 'failed';
 
 /** Longest wait between restore attempts while the store is unreachable at start. */
 export const RESTORE_RETRY_MAX_MS = 30_000;
+
+/** How long releasing the lease may take after the final sync, whatever is left of the shutdown deadline. */
+export const LEASE_RELEASE_TIMEOUT_MS = 5_000;
+
+export interface SidecarLeaseOptions {
+  readonly mode: LeaseMode;
+  /** Where the lease object lives (may differ from the database's store: another bucket). */
+  readonly store: ReplicaStore;
+  readonly key: string;
+  readonly ttlMs: number;
+  readonly holder: LeaseHolderInfo;
+}
+
+export interface SidecarOptions extends SyncLoopOptions {
+  /** The single-writer lease; absent = off. */
+  readonly lease?: SidecarLeaseOptions | undefined;
+  /** Give up preparing after this long while the store is unreachable; 0 or absent = keep trying. */
+  readonly restoreTimeoutMs?: number | undefined;
+}
+
+/** The lease as the sidecar reports it: `off` (disabled), `unenforced` (the store cannot enforce it), or the lease's own state. */
+export type SidecarLeaseStatus =
+  | { readonly state: 'off' }
+  | { readonly state: 'unenforced'; readonly key: string; readonly location: string; readonly problems: readonly string[] }
+  | LeaseStatus;
 
 export interface PrepareResult {
   /** What happened to the local database. */
@@ -27,9 +57,16 @@ export class Sidecar {
   private phaseValue: Phase = 'starting';
   /** Whether the first sync should run at once (local changes the store lacks, or a bad remote object). */
   private syncFirst = false;
+  /** Every write goes through the fence: put, copy and delete confirm the lease first (when there is one). */
+  private readonly options: SyncLoopOptions;
+  private lease: Lease | undefined;
+  private leaseStatus: SidecarLeaseStatus = { state: 'off' };
+  /** Fires when DB_SYNC_RESTORE_TIMEOUT has passed since preparing began (after the lease); undefined = never. */
+  private restoreDeadline: AbortSignal | undefined;
 
-  constructor(private readonly options: SyncLoopOptions) {
-    this.loop = new SyncLoop(options);
+  constructor(private readonly sidecarOptions: SidecarOptions) {
+    this.options = { ...sidecarOptions, store: new FencedStore(sidecarOptions.store, () => this.lease) };
+    this.loop = new SyncLoop(this.options);
   }
 
   get phase(): Phase {
@@ -44,11 +81,18 @@ export class Sidecar {
    */
   async prepare(signal: AbortSignal): Promise<PrepareResult> {
     const { store, key, dbPath, log } = this.options;
-    this.phaseValue = 'restoring';
     try {
+      await this.takeLease(signal);
+      this.phaseValue = 'restoring';
+      // The single writer now: what a killed predecessor left (temp files, multipart uploads) is garbage.
+      await prepareLocalDirectory(dbPath, log);
+      await abortLeftoverUploads(this.sidecarOptions.store, key, log, signal);
+      const timeoutMs = this.sidecarOptions.restoreTimeoutMs;
+      this.restoreDeadline = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
       const local = await stat(dbPath).catch(() => null);
       if (local) {
-        const kept = await this.keepOrReplaceLocal(signal);
+        // Unreachable store: keep trying, as for a restore; deciding without the remote copy could lose data.
+        const kept = await this.untilReachable(signal, (s) => this.keepOrReplaceLocal(s));
         if (kept) return kept;
       }
       const restored = await this.restoreWithRetry(signal);
@@ -77,8 +121,69 @@ export class Sidecar {
       return { action: 'restored', restored };
     } catch (error) {
       this.phaseValue = 'failed';
+      // Nothing was uploaded under it: hand it on at once rather than make a successor wait for the TTL.
+      await this.releaseLease();
       throw isAbort(error, signal) ? wrapError('restore', error) : error;
     }
+  }
+
+  /**
+   * Before anything else: probe whether the lease's store enforces conditional writes (unless the lease is
+   * off), then take the lease, waiting while another owner holds it. Not ready meanwhile.
+   * @throws DbSyncError (Usage) when the lease is `required` and the store cannot enforce it.
+   */
+  private async takeLease(signal: AbortSignal): Promise<void> {
+    const options = this.sidecarOptions.lease;
+    const { log } = this.options;
+    if (!options || options.mode === 'off') return;
+    this.phaseValue = 'waiting-for-lease';
+    const probe = await probeConditionalWrites(options.store, options.key, { log, signal });
+    if (!probe.enforced) {
+      const where = `${options.store.location}/${options.key}`;
+      if (options.mode === 'required') {
+        throw new DbSyncError('Usage', `lease: ${where} does not enforce conditional writes: ${probe.problems.join('; ')}`, {
+          hint:
+            'put the lease where conditional writes work: DB_SYNC_LEASE_BUCKET=<an unversioned bucket> (Ceph RGW enforces them only there), ' +
+            'or set DB_SYNC_LEASE=auto to run without one',
+        });
+      }
+      this.leaseStatus = { state: 'unenforced', key: options.key, location: options.store.location, problems: probe.problems };
+      log.warn(
+        { lease: where, problems: probe.problems },
+        'the store does not enforce conditional writes here; running WITHOUT a lease: two tasks on this key can overwrite each other ' +
+          '(set DB_SYNC_LEASE_BUCKET to an unversioned bucket to enforce one writer)',
+      );
+      return;
+    }
+    if (!isConditional(options.store)) return;
+    const lease = new Lease({
+      store: options.store,
+      key: options.key,
+      location: options.store.location,
+      ttlMs: options.ttlMs,
+      holder: options.holder,
+      log,
+    });
+    lease.onLost((error) => this.leaseLost(error));
+    this.lease = lease; // status() shows who holds it while this one waits
+    await lease.acquire(signal);
+  }
+
+  /** Lost for good: stop uploading, fail health, say so loudly. The final sync will fail too (fenced). */
+  private leaseLost(error: Error): void {
+    this.phaseValue = 'failed';
+    void this.loop.stop();
+    this.options.log.fatal(
+      { err: error.message, lease: this.lease?.status() },
+      'LEASE LOST: another db-sync owns the database now; no further uploads from this task (health is failing; stop this task)',
+    );
+  }
+
+  /** Give the lease up, if held, within {@link LEASE_RELEASE_TIMEOUT_MS}. Never throws. */
+  private async releaseLease(): Promise<void> {
+    await this.lease?.release(AbortSignal.timeout(LEASE_RELEASE_TIMEOUT_MS)).catch((error: unknown) => {
+      this.options.log.warn({ err: toError(error).message }, 'could not release the lease');
+    });
   }
 
   /**
@@ -88,7 +193,7 @@ export class Sidecar {
   private async keepOrReplaceLocal(signal: AbortSignal): Promise<PrepareResult | undefined> {
     const { dbPath, log } = this.options;
     const token = await this.loop.probe();
-    const r = await reconcileLocal(this.options, signal);
+    const r = await reconcileLocal(this.options, signal, SHORT_RETRY);
     switch (r.decision) {
       case 'in-sync':
         await this.loop.setSynced({ sha256: r.sha256, versionId: r.versionId, token });
@@ -120,17 +225,46 @@ export class Sidecar {
       () => true,
       () => false,
     );
-    for (let attempt = 1; ; attempt += 1) {
+    return this.untilReachable(signal, (s) =>
+      restoreNewestGood(store, key, dbPath, { check, log, signal: s, keepPrevious, policy: SHORT_RETRY }),
+    );
+  }
+
+  /**
+   * Run `attempt` until it succeeds or fails for a reason retrying cannot fix, backing off while the store is
+   * unreachable, until `signal` fires or the restore deadline (DB_SYNC_RESTORE_TIMEOUT) passes.
+   * @throws DbSyncError `Failure` when the deadline passes: never "ready" on a database that may be stale or empty.
+   */
+  private async untilReachable<T>(signal: AbortSignal, attempt: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const { log } = this.options;
+    const deadline = this.restoreDeadline;
+    const attemptSignal = deadline ? AbortSignal.any([signal, deadline]) : signal;
+    let lastError: Error | undefined;
+    for (let n = 1; ; n += 1) {
       try {
-        return await restoreNewestGood(store, key, dbPath, { check, log, signal, keepPrevious });
+        try {
+          return await attempt(attemptSignal);
+        } catch (error) {
+          if (!isRetryable(error) || attemptSignal.aborted) throw error;
+          lastError = toError(error);
+          const delayMs = Math.min(RESTORE_RETRY_MAX_MS, 1_000 * 2 ** n);
+          log.error(
+            { err: lastError.message, attempt: n, retryInMs: delayMs },
+            'cannot reach the store to restore; not ready, retrying (the app will not start on an empty database)',
+          );
+          await sleep(delayMs, undefined, { signal: attemptSignal });
+        }
       } catch (error) {
-        if (!isRetryable(error) || signal.aborted) throw error;
-        const delayMs = Math.min(RESTORE_RETRY_MAX_MS, 1_000 * 2 ** attempt);
-        log.error(
-          { err: (error as Error).message, attempt, retryInMs: delayMs },
-          'cannot reach the store to restore; not ready, retrying (the app will not start on an empty database)',
+        if (!deadline?.aborted || signal.aborted) throw error;
+        const seconds = (this.sidecarOptions.restoreTimeoutMs ?? 0) / 1000;
+        throw new DbSyncError(
+          'Failure',
+          `restore: gave up after ${seconds}s (DB_SYNC_RESTORE_TIMEOUT) without reaching the store${lastError ? `: ${lastError.message}` : ''}`,
+          {
+            hint: 'the database was not made ready, so the app must not start; check network access to the store, or unset DB_SYNC_RESTORE_TIMEOUT to keep trying',
+            cause: lastError ?? error,
+          },
         );
-        await sleep(delayMs, undefined, { signal });
       }
     }
   }
@@ -154,6 +288,10 @@ export class Sidecar {
     } catch (error) {
       this.phaseValue = 'failed';
       throw error;
+    } finally {
+      // After the final upload and the backup key, never before: the successor restores what we left.
+      // Also after a failed final sync: the changes are lost either way, and the successor need not wait.
+      await this.releaseLease();
     }
   }
 
@@ -161,11 +299,12 @@ export class Sidecar {
     return this.phaseValue === 'ready';
   }
 
-  status(): SyncStatus & { phase: Phase } {
-    return { phase: this.phaseValue, ...this.loop.status() };
+  status(): SyncStatus & { phase: Phase; lease: SidecarLeaseStatus } {
+    return { phase: this.phaseValue, ...this.loop.status(), lease: this.lease?.status() ?? this.leaseStatus };
   }
 
   close(): void {
+    this.lease?.stop();
     this.loop.close();
   }
 }

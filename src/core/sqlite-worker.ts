@@ -41,6 +41,7 @@ export interface SnapshotWorkerResult {
 const WORKER_SOURCE = String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driverPath);
+const fs = require('node:fs');
 
 function check(path, kind) {
   let db;
@@ -70,6 +71,9 @@ async function snapshot(task) {
     sourceJournalMode = String(source.pragma('journal_mode', { simple: true }));
     // Copy every page in one step. With the default 100 pages per step, a write from another connection
     // between steps restarts the backup; under steady writes it never finishes (measured: 31,649 restarts).
+    // Create the copy owner-only (0600) before SQLite would create it 0644: it holds the whole database.
+    // SQLite keeps an existing file's mode, and gives its -wal/-journal the same.
+    fs.closeSync(fs.openSync(task.destination, 'wx', 0o600));
     await source.backup(task.destination, { progress: () => 0x7fffffff });
   } finally {
     source.close();
@@ -85,6 +89,19 @@ async function snapshot(task) {
   parentPort.postMessage({ ok: false, error: { message: String(error && error.message), code: error && error.code } });
 });
 `;
+
+/** What to do about a failed task, by SQLite result code (or errno, for the worker's own file calls). */
+function sqliteHint(code: string): string | undefined {
+  if (code === 'SQLITE_BUSY') return `the database stayed locked for ${BUSY_TIMEOUT_MS / 1000}s; a long write transaction is holding it`;
+  if (code === 'SQLITE_NOTADB') return 'the file is not a SQLite database; check DB_LOCAL_PATH';
+  if (code === 'SQLITE_FULL' || code === 'ENOSPC') {
+    return "the disk is full: each snapshot needs free space about the database's size beside it; free space (db-sync retries)";
+  }
+  if (['SQLITE_CANTOPEN', 'SQLITE_READONLY', 'EROFS', 'EACCES', 'EPERM'].includes(code)) {
+    return "db-sync writes each snapshot to a temp file beside the database: make DB_LOCAL_PATH's directory writable";
+  }
+  return undefined;
+}
 
 type WorkerReply<T> = { ok: true; result: T } | { ok: false; error: { message: string; code?: string } };
 
@@ -125,16 +142,9 @@ export function runSqliteTask(task: WorkerTask, signal?: AbortSignal): Promise<u
         if (reply.ok) resolve(reply.result);
         else {
           const code = reply.error.code ?? 'SQLITE_ERROR';
-          reject(
-            new DbSyncError('LocalDatabase', `${code}: ${reply.error.message}`, {
-              hint:
-                code === 'SQLITE_BUSY'
-                  ? `the database stayed locked for ${BUSY_TIMEOUT_MS / 1000}s; a long write transaction is holding it`
-                  : code === 'SQLITE_NOTADB'
-                    ? 'the file is not a SQLite database; check DB_LOCAL_PATH'
-                    : undefined,
-            }),
-          );
+          // Node's file errors already start with their code ("EROFS: read-only file system, …"); SQLite's do not.
+          const message = reply.error.message.startsWith(`${code}:`) ? reply.error.message : `${code}: ${reply.error.message}`;
+          reject(new DbSyncError('LocalDatabase', message, { hint: sqliteHint(code) }));
         }
       });
     });

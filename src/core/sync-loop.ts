@@ -13,10 +13,17 @@ import { DbSyncError, StorageError, toError } from '../errors.js';
 import { ChangeDetector } from './change-detector.js';
 import { writeSyncState } from './sync-state.js';
 import { pruneQuietly, type RetentionPolicy } from './retention.js';
+import { SHORT_RETRY } from './retry.js';
 import { snapshotAndUpload, writeBackupKey, type UploadContext } from './upload.js';
 
 /** After a failure, retry after 5 s, 10 s, 20 s, ... but never later than the normal interval. */
 export const FAILURE_BACKOFF_MIN_MS = 5_000;
+
+/**
+ * After this many failed runs in a row the loop is "degraded" (/healthz says so, with 200: replacing the
+ * task would lose the very changes that are waiting for S3). One failed run is a blip; three are not.
+ */
+export const DEGRADED_AFTER_FAILURES = 3;
 
 export type TickResult = 'uploaded' | 'unchanged' | 'identical' | 'no-database';
 
@@ -73,6 +80,7 @@ export class SyncLoop {
   private skippedUnchanged = 0;
   private failures = 0;
   private lastError: SyncStatus['lastError'];
+  private journalModeNoted = false;
 
   constructor(private readonly options: SyncLoopOptions) {
     this.detector = new ChangeDetector(options.dbPath);
@@ -173,7 +181,8 @@ export class SyncLoop {
       return 'unchanged';
     }
     this.unsyncedSince ??= new Date();
-    const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256 });
+    const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256, retry: SHORT_RETRY });
+    this.noteJournalMode(outcome.snapshot.journalMode);
     this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded?.versionId ?? this.baseline.versionId, token };
     this.unsyncedSince = undefined;
     await this.persistState();
@@ -190,6 +199,22 @@ export class SyncLoop {
       sha256: outcome.snapshot.sha256,
     };
     return 'uploaded';
+  }
+
+  /** Warn once: in rollback-journal mode the snapshot's read lock makes the app's writers wait. */
+  private noteJournalMode(journalMode: string): void {
+    if (this.journalModeNoted || journalMode.toLowerCase() === 'wal') return;
+    this.journalModeNoted = true;
+    this.options.log.warn(
+      { path: this.options.dbPath, journalMode },
+      "the database is in rollback-journal mode: each snapshot blocks the app's writes while it copies " +
+        '(about a second per few hundred MB); WAL mode avoids that: PRAGMA journal_mode=WAL',
+    );
+  }
+
+  /** Whether the last {@link DEGRADED_AFTER_FAILURES} runs or more all failed. */
+  degraded(): boolean {
+    return this.failures >= DEGRADED_AFTER_FAILURES;
   }
 
   private recordSuccess(): void {
@@ -210,6 +235,12 @@ export class SyncLoop {
       this.options.log.error(
         { err: { message: error.message, code }, hint, consecutiveFailures: this.failures },
         'sync failed; will retry',
+      );
+    }
+    if (this.failures === DEGRADED_AFTER_FAILURES) {
+      this.options.log.error(
+        { consecutiveFailures: this.failures, unsyncedSince: this.unsyncedSince?.toISOString(), err: error.message },
+        'sync degraded: changes are waiting and every recent upload failed; still retrying with backoff',
       );
     }
   }
@@ -245,6 +276,7 @@ export class SyncLoop {
       let uploaded: ObjectInfo | undefined;
       if (this.baseline.token === undefined || token !== this.baseline.token || this.baseline.sha256 === undefined) {
         const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256 });
+        this.noteJournalMode(outcome.snapshot.journalMode);
         uploaded = outcome.uploaded;
         this.baseline = { sha256: outcome.snapshot.sha256, versionId: uploaded?.versionId ?? this.baseline.versionId, token };
         this.unsyncedSince = undefined;

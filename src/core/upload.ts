@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
 import { backupKey } from './backup-key.js';
 import { snapshotMetadata, type Origin } from './metadata.js';
-import { withRetry } from './retry.js';
+import { withRetry, type RetryPolicy } from './retry.js';
 import { discardSnapshot, takeSnapshot, type Snapshot } from './snapshot.js';
 
 export interface UploadContext {
@@ -37,6 +37,8 @@ export async function snapshotAndUpload(
     signal?: AbortSignal | undefined;
     skipIfSha256?: string | undefined;
     onProgress?: (sentBytes: number, totalBytes: number) => void;
+    /** How the upload retries (default: `DEFAULT_RETRY`, about a minute). */
+    retry?: RetryPolicy | undefined;
   },
 ): Promise<UploadOutcome> {
   const snapshot = await takeSnapshot(ctx.dbPath, { check: ctx.check, signal: options.signal });
@@ -57,7 +59,7 @@ export async function snapshotAndUpload(
           signal: options.signal,
           onProgress: onProgress ? (sent) => onProgress(sent, snapshot.sizeBytes) : undefined,
         }),
-      { log: ctx.log, signal: options.signal },
+      { log: ctx.log, signal: options.signal, policy: options.retry },
     );
     const uploadMs = Math.round(performance.now() - started);
     ctx.log.info(

@@ -5,7 +5,12 @@
  *   503 only when the daemon has declared itself broken.
  * - `GET /readyz`: 200 once the database is restored and in place; 503 before that and while stopping.
  * - `GET /status`: the daemon's status as JSON (configuration without secrets, last upload, last error).
- * Any other path is 404, any other method 405. Bodies never contain credentials.
+ * - `GET /metrics` and other extra routes through {@link HealthSource.extra}.
+ * Any other path is 404, any method but GET and HEAD 405. Bodies never contain credentials: the sources
+ * hold none, and every body also passes through the `scrub` function the CLI gives (secret values it knows).
+ *
+ * It binds to one address, loopback by default (config.ts, DEFAULT_HEALTH_HOST): an ECS container health
+ * check runs inside the task's network namespace, so nothing outside needs to reach it.
  */
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -27,15 +32,32 @@ export interface HealthServer {
   close(): Promise<void>;
 }
 
-function send(res: ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
-  const text = typeof body === 'string' ? body : `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
+type Send = (res: ServerResponse, status: number, body: unknown, contentType?: string) => void;
+
+function sender(scrub: (text: string) => string): Send {
+  return (res, status, body, contentType = 'application/json') => {
+    const text = scrub(typeof body === 'string' ? body : `${JSON.stringify(body)}\n`);
+    res.writeHead(status, {
+      'content-type': contentType,
+      'cache-control': 'no-store',
+      'content-length': Buffer.byteLength(text),
+      'x-content-type-options': 'nosniff',
+    });
+    res.end(text);
+  };
 }
 
 /** Start listening. Resolves once bound; rejects with a clear error when the port is taken. */
-export async function startHealthServer(options: { host: string; port: number; source: HealthSource; log: Logger }): Promise<HealthServer> {
+export async function startHealthServer(options: {
+  host: string;
+  port: number;
+  source: HealthSource;
+  log: Logger;
+  /** Applied to every response body (removes secret values); identity when absent. */
+  scrub?: ((text: string) => string) | undefined;
+}): Promise<HealthServer> {
   const { source, log } = options;
+  const send = sender(options.scrub ?? ((text) => text));
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (req.method !== 'GET' && req.method !== 'HEAD') {

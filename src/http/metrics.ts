@@ -17,6 +17,8 @@ export interface MetricsSource {
   readonly lastUpload: { readonly at: string } | undefined;
   readonly unsyncedSince: string | undefined;
   readonly consecutiveFailures: number;
+  /** The single-writer lease; absent where there is none. */
+  readonly lease?: { readonly state: string } | undefined;
 }
 
 const DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -32,7 +34,8 @@ export class SyncMetrics {
 
   constructor(source: () => MetricsSource) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: 'db_sync_process_' });
+    // prom-client's own names start with process_ and nodejs_: db_sync_process_resident_memory_bytes, ...
+    collectDefaultMetrics({ register: this.registry, prefix: 'db_sync_' });
     this.snapshotSeconds = new Histogram({
       name: 'db_sync_snapshot_duration_seconds',
       help: 'Time to take a consistent snapshot (backup API copy + integrity check + sha256).',
@@ -83,6 +86,14 @@ export class SyncMetrics {
       registers,
       collect() {
         this.set(source().consecutiveFailures);
+      },
+    });
+    new Gauge({
+      name: 'db_sync_lease_held',
+      help: '1 while this process holds the single-writer lease, else 0 (waiting, lost, released, or no lease).',
+      registers,
+      collect() {
+        this.set(source().lease?.state === 'held' ? 1 : 0);
       },
     });
     new Gauge({

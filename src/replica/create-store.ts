@@ -15,5 +15,6 @@ export function createStore(config: Config): ReplicaStore {
     endpoint: config.endpoint,
     region: config.region,
     forcePathStyle: config.forcePathStyle,
+    sse: config.sse ? { mode: config.sse, kmsKeyId: config.sseKmsKeyId } : undefined,
   });
 }

@@ -9,14 +9,34 @@
  * Every write is temp → fsync → rename → fsync dir, so a crash never leaves a torn object.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { StorageError, throwIfAborted } from '../errors.js';
+import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, relative, sep } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AbortedError, StorageError, throwIfAborted } from '../errors.js';
 import { atomicCopyFile, atomicWriteFile, TEMP_MARKER } from '../fs-atomic.js';
-import type { GetResult, ObjectInfo, ObjectMetadata, PutOptions, ReadOptions, ReplicaStore } from './store.js';
+import {
+  PreconditionFailedError,
+  type ConditionalStore,
+  type GetResult,
+  type ObjectInfo,
+  type ObjectMetadata,
+  type PutOptions,
+  type ReadOptions,
+  type ReplicaStore,
+  type SmallObject,
+  type WriteCondition,
+} from './store.js';
 
 const VERSIONS_DIR = '.db-sync-versions';
+
+/**
+ * A conditional write holds a lock file beside the object for a few milliseconds. One older than this was
+ * left by a process that died inside that window, and is removed.
+ */
+export const STALE_LOCK_MS = 10_000;
+/** How long a conditional write waits for another one's lock before giving up (retryable). */
+const LOCK_WAIT_MS = 5_000;
 
 interface VersionRecord {
   readonly versionId: string;
@@ -37,7 +57,9 @@ function isMissing(error: unknown): boolean {
   return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 }
 
-export class DirStore implements ReplicaStore {
+const etagOf = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+export class DirStore implements ReplicaStore, ConditionalStore {
   readonly location: string;
 
   constructor(private readonly root: string) {
@@ -250,6 +272,86 @@ export class DirStore implements ReplicaStore {
       await rm(this.objectPath(key), { force: true });
     } catch (error) {
       throw this.fail(error, 'delete', key);
+    }
+  }
+
+  async getBytes(key: string, options: { signal?: AbortSignal | undefined } = {}): Promise<SmallObject | null> {
+    throwIfAborted(options.signal, 'read');
+    try {
+      const bytes = await readFile(this.objectPath(key));
+      return { bytes, etag: etagOf(bytes) };
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw this.fail(error, 'read', key);
+    }
+  }
+
+  /**
+   * Compare-and-swap under a lock file created with O_EXCL (`wx`): read, compare the sha256 etag, write
+   * temp → fsync → rename, unlock. Exact between processes sharing the directory (and on NFS v3+, where
+   * O_EXCL is atomic too). Small objects only: no version history, as S3's unversioned buckets.
+   */
+  async putBytes(
+    key: string,
+    bytes: Uint8Array,
+    condition: WriteCondition,
+    options: { signal?: AbortSignal | undefined } = {},
+  ): Promise<string> {
+    throwIfAborted(options.signal, 'conditional write');
+    const path = this.objectPath(key);
+    try {
+      await mkdir(dirname(path), { recursive: true });
+      const unlock = await this.lock(path, options.signal);
+      try {
+        const current = await readFile(path).catch((error: unknown) => {
+          if (isMissing(error)) return null;
+          throw error;
+        });
+        const holds = 'ifNoneMatch' in condition ? current === null : current !== null && etagOf(current) === condition.ifMatch;
+        if (!holds) {
+          const what = 'ifNoneMatch' in condition ? 'create' : 'replace';
+          throw new PreconditionFailedError(`${what} ${path}: the object changed (precondition failed)`);
+        }
+        await atomicWriteFile(path, bytes);
+        return etagOf(bytes);
+      } finally {
+        await unlock();
+      }
+    } catch (error) {
+      if (error instanceof AbortedError) throw error;
+      throw this.fail(error, 'conditional write', key);
+    }
+  }
+
+  /** Take the lock file beside `path`; resolves with the function that releases it. */
+  private async lock(path: string, signal: AbortSignal | undefined): Promise<() => Promise<void>> {
+    // TEMP_MARKER in the name keeps the lock out of list() results; the prefix keeps it out of the start-up
+    // sweep of a database's temp files (leftovers.ts), should the replica share the database's directory.
+    const lockPath = join(dirname(path), `.db-sync-lock-${basename(path)}${TEMP_MARKER}`);
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        const handle = await open(lockPath, 'wx', 0o600);
+        await handle.close();
+        return () => rm(lockPath, { force: true });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+      const held = await stat(lockPath).catch(() => null);
+      if (held && Date.now() - held.mtimeMs > STALE_LOCK_MS) {
+        await rm(lockPath, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new StorageError(`lock ${lockPath}: still held after ${LOCK_WAIT_MS} ms`, {
+          retryable: true,
+          code: 'LockBusy',
+          kind: 'Failure',
+          hint: `another process is writing ${path}; if none is, remove the lock file`,
+        });
+      }
+      throwIfAborted(signal, 'conditional write');
+      await sleep(5 + Math.random() * 20);
     }
   }
 

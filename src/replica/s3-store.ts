@@ -9,29 +9,48 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
   CopyObjectCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
   type S3ClientConfig,
+  type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { isNotFound, toStorageError } from './s3-errors.js';
-import type { GetResult, ObjectInfo, ObjectMetadata, PutOptions, ReadOptions, ReplicaStore } from './store.js';
+import {
+  PreconditionFailedError,
+  type ConditionalStore,
+  type GetResult,
+  type ObjectInfo,
+  type ObjectMetadata,
+  type PutOptions,
+  type ReadOptions,
+  type ReplicaStore,
+  type SmallObject,
+  type WriteCondition,
+} from './store.js';
 
 /** 8 MiB parts × 4 in flight: ~32 MiB of buffers at most, and 1 GB in ~125 parts. */
 export const PART_SIZE_BYTES = 8 * 1024 * 1024;
 export const UPLOAD_QUEUE_SIZE = 4;
+/** How long an interrupted upload may take to abort its multipart upload before the process moves on. */
+export const ABORT_UPLOAD_TIMEOUT_MS = 3_000;
 
 export interface S3StoreOptions {
   readonly bucket: string;
   readonly endpoint?: string | undefined;
   readonly region?: string | undefined;
   readonly forcePathStyle?: boolean | undefined;
+  /** Server-side encryption asked for on every write (PutObject, multipart, CopyObject); absent = the bucket's default. */
+  readonly sse?: { readonly mode: 'AES256' | 'aws:kms'; readonly kmsKeyId?: string | undefined } | undefined;
   /** Use a prepared client (tests with aws-sdk-client-mock). */
   readonly client?: S3Client | undefined;
 }
@@ -58,13 +77,38 @@ function metadataOf(raw: Record<string, string> | undefined): ObjectMetadata {
   return out;
 }
 
-export class S3Store implements ReplicaStore {
+/** The SSE request parameters for `sse`; empty when the bucket's default applies. */
+export function sseParams(sse: S3StoreOptions['sse']): { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
+  if (!sse) return {};
+  return sse.mode === 'aws:kms' && sse.kmsKeyId
+    ? { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: sse.kmsKeyId }
+    : { ServerSideEncryption: sse.mode };
+}
+
+/** ETags arrive quoted (`"abc"`); db-sync hands them around bare. */
+function bareEtag(etag: string | undefined): string {
+  return (etag ?? '').replace(/^W\//, '').replace(/"/g, '');
+}
+
+function httpStatusOf(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+}
+
+export class S3Store implements ReplicaStore, ConditionalStore {
   readonly location: string;
   private readonly client: S3Client;
   private readonly bucket: string;
+  /** Sent with every write: CopyObject does not inherit the source's encryption, it takes the request's or the bucket's. */
+  private readonly sse: ReturnType<typeof sseParams>;
+  /**
+   * How this endpoint wants the If-Match ETag: AWS takes the quoted form, Ceph RGW matches only the bare one
+   * (NOTES.md). Unknown until a conditional write first succeeds; then only that form is sent.
+   */
+  private ifMatchForm: 'quoted' | 'bare' | undefined;
 
   constructor(options: S3StoreOptions) {
     this.bucket = options.bucket;
+    this.sse = sseParams(options.sse);
     this.client = options.client ?? createS3Client(options);
     this.location = `s3://${options.bucket}${options.endpoint ? ` (${options.endpoint})` : ''}`;
   }
@@ -145,6 +189,7 @@ export class S3Store implements ReplicaStore {
         Body: body,
         Metadata: { ...options.metadata },
         ContentType: 'application/vnd.sqlite3',
+        ...this.sse,
       },
       partSize: PART_SIZE_BYTES,
       queueSize: UPLOAD_QUEUE_SIZE,
@@ -164,6 +209,10 @@ export class S3Store implements ReplicaStore {
       if (!info) throw new Error('object missing right after upload');
       return { ...info, isLatest: true };
     } catch (error) {
+      // An aborted Upload rejects at once and sends AbortMultipartUpload later, in the background: a process
+      // exiting on a second signal never sends it, and the parts would linger. Send it now, briefly.
+      if (options.signal?.aborted && upload.uploadId)
+        await this.abortUpload(key, upload.uploadId, AbortSignal.timeout(ABORT_UPLOAD_TIMEOUT_MS));
       throw this.fail(error, 'upload', key);
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
@@ -185,6 +234,7 @@ export class S3Store implements ReplicaStore {
           Key: destinationKey,
           CopySource: sourceVersionId ? `${source}?versionId=${encodeURIComponent(sourceVersionId)}` : source,
           MetadataDirective: 'COPY',
+          ...this.sse,
         }),
         { abortSignal: options.signal },
       );
@@ -267,6 +317,104 @@ export class S3Store implements ReplicaStore {
     } catch (error) {
       if (isNotFound(error)) return;
       throw this.fail(error, 'delete', key);
+    }
+  }
+
+  async getBytes(key: string, options: { signal?: AbortSignal | undefined } = {}): Promise<SmallObject | null> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: options.signal });
+      if (!out.Body) throw new Error('response has no body');
+      const bytes = Buffer.from(await out.Body.transformToByteArray());
+      return { bytes, etag: bareEtag(out.ETag) };
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw this.fail(error, 'read', key);
+    }
+  }
+
+  /**
+   * Conditional PutObject. With `ifMatch` and the ETag form not yet known, the quoted form goes first and,
+   * on 412, the bare one: a real mismatch fails both (one extra request), and the form that succeeds is
+   * kept for every later write.
+   */
+  async putBytes(
+    key: string,
+    bytes: Uint8Array,
+    condition: WriteCondition,
+    options: { signal?: AbortSignal | undefined } = {},
+  ): Promise<string> {
+    const send = async (header: { IfNoneMatch: string } | { IfMatch: string }): Promise<string> => {
+      const out = await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentType: 'application/json', ...this.sse, ...header }),
+        { abortSignal: options.signal },
+      );
+      return bareEtag(out.ETag);
+    };
+    const what = 'ifNoneMatch' in condition ? 'create' : 'replace';
+    try {
+      if ('ifNoneMatch' in condition) return await send({ IfNoneMatch: '*' });
+      const etag = bareEtag(condition.ifMatch);
+      const forms = this.ifMatchForm ? [this.ifMatchForm] : (['quoted', 'bare'] as const);
+      for (const [i, form] of forms.entries()) {
+        try {
+          const written = await send({ IfMatch: form === 'quoted' ? `"${etag}"` : etag });
+          this.ifMatchForm = form;
+          return written;
+        } catch (error) {
+          if (i === forms.length - 1 || !this.isConditionFailure(error)) throw error;
+        }
+      }
+      throw new Error('unreachable');
+    } catch (error) {
+      if (this.isConditionFailure(error)) {
+        throw new PreconditionFailedError(`${what} s3://${this.bucket}/${key}: the object changed (precondition failed)`, error);
+      }
+      throw this.fail(error, `conditional ${what}`, key);
+    }
+  }
+
+  /** 412, 409 (a concurrent conditional write won) or, for If-Match on a missing key, 404. */
+  private isConditionFailure(error: unknown): boolean {
+    const status = httpStatusOf(error);
+    return status === 412 || status === 409 || (isNotFound(error) && (error as Error).name !== 'NoSuchBucket');
+  }
+
+  async abortStaleUploads(
+    prefix: string,
+    options: { initiatedBefore: Date; include?: ((key: string) => boolean) | undefined; signal?: AbortSignal | undefined },
+  ): Promise<string[]> {
+    const aborted: string[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    try {
+      do {
+        const page = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+          { abortSignal: options.signal },
+        );
+        for (const u of page.Uploads ?? []) {
+          if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated >= options.initiatedBefore) continue;
+          if (options.include && !options.include(u.Key)) continue;
+          await this.abortUpload(u.Key, u.UploadId, options.signal, true);
+          aborted.push(u.Key);
+        }
+        keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+        uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+      } while (keyMarker);
+    } catch (error) {
+      throw this.fail(error, 'abort incomplete uploads of', prefix);
+    }
+    return aborted;
+  }
+
+  /** AbortMultipartUpload; an upload already gone is fine. Other failures throw only when `strict`. */
+  private async abortUpload(key: string, uploadId: string, signal: AbortSignal | undefined, strict = false): Promise<void> {
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), {
+        abortSignal: signal,
+      });
+    } catch (error) {
+      if (strict && (error as Error).name !== 'NoSuchUpload') throw error;
     }
   }
 

@@ -8,8 +8,11 @@
  * - every slow call takes an AbortSignal and stops promptly when it fires;
  * - `put` is atomic: readers see the old object or the new one, never a partial one;
  * - versions are listed newest first.
+ *
+ * Stores that can compare-and-swap small objects also implement {@link ConditionalStore} (the lease uses it).
  */
 import type { Readable } from 'node:stream';
+import { StorageError } from '../errors.js';
 
 /** User metadata stored with each snapshot object. Keys are lowercase (S3 lowercases them anyway). */
 export type ObjectMetadata = Readonly<Record<string, string>>;
@@ -77,6 +80,64 @@ export interface ReplicaStore {
   /** Delete the current object at `key` (on a versioned store, older versions stay). Absent is not an error. */
   delete(key: string, options?: { signal?: AbortSignal | undefined }): Promise<void>;
 
+  /**
+   * Abort incomplete uploads (S3 multipart uploads, a directory's temp files) of keys that start with
+   * `prefix` and that `include` accepts, begun before `initiatedBefore`: what a killed process left.
+   * Optional: a store that leaves nothing behind omits it.
+   * @returns the keys whose uploads were aborted.
+   */
+  abortStaleUploads?(
+    prefix: string,
+    options: { initiatedBefore: Date; include?: ((key: string) => boolean) | undefined; signal?: AbortSignal | undefined },
+  ): Promise<string[]>;
+
   /** Release connections. Idempotent. */
   close(): void;
+}
+
+/** A small object read whole, with the entity tag that conditional writes compare against. */
+export interface SmallObject {
+  readonly bytes: Buffer;
+  /** Opaque tag of this content, without quotes; changes on every write. */
+  readonly etag: string;
+}
+
+/** The condition of a conditional write: create only (`ifNoneMatch`), or replace only this content (`ifMatch`). */
+export type WriteCondition = { readonly ifNoneMatch: true } | { readonly ifMatch: string };
+
+/**
+ * Thrown when a conditional write's condition does not hold: the object exists (`ifNoneMatch`), or it is
+ * absent or holds other content (`ifMatch`). Never retryable: someone else wrote first.
+ */
+export class PreconditionFailedError extends StorageError {
+  constructor(message: string, cause?: unknown) {
+    super(message, { retryable: false, code: 'PreconditionFailed', kind: 'Refused', cause });
+    this.name = 'PreconditionFailedError';
+  }
+}
+
+/**
+ * Compare-and-swap on small objects (a few KB, read and written whole).
+ *
+ * The contract (checked by the store contract suite where the backend enforces it): a write whose
+ * condition does not hold throws {@link PreconditionFailedError} and changes nothing; of two concurrent
+ * writes with the same condition at most one succeeds. Whether a given S3 endpoint really enforces the
+ * conditions is not promised here: `probeConditionalWrites` (src/core/lease-probe.ts) finds out.
+ */
+export interface ConditionalStore {
+  /** The object's bytes and etag; `null` when absent. */
+  getBytes(key: string, options?: { signal?: AbortSignal | undefined }): Promise<SmallObject | null>;
+
+  /**
+   * Write `bytes` to `key` if `condition` holds.
+   * @returns the new etag.
+   * @throws PreconditionFailedError when the condition does not hold.
+   */
+  putBytes(key: string, bytes: Uint8Array, condition: WriteCondition, options?: { signal?: AbortSignal | undefined }): Promise<string>;
+}
+
+/** Whether a store offers compare-and-swap writes. */
+export function isConditionalStore(store: ReplicaStore): store is ReplicaStore & ConditionalStore {
+  const s = store as Partial<ConditionalStore>;
+  return typeof s.getBytes === 'function' && typeof s.putBytes === 'function';
 }

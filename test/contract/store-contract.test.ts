@@ -1,6 +1,8 @@
 /**
  * The ReplicaStore contract: one suite, run against every backend (a temp directory, and S3 on the real
  * local server with versioning on). Anything the domain code relies on is asserted here.
+ * The ConditionalStore (compare-and-swap) contract runs against a directory and an unversioned bucket:
+ * Ceph RGW enforces conditional writes only there (test/unit/lease-probe.test.ts covers the versioned case).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortedError, StorageError } from '../../src/errors.js';
 import { DirStore } from '../../src/replica/dir-store.js';
 import { PART_SIZE_BYTES, S3Store } from '../../src/replica/s3-store.js';
-import type { ObjectMetadata, ReplicaStore } from '../../src/replica/store.js';
+import { PreconditionFailedError, type ConditionalStore, type ObjectMetadata, type ReplicaStore } from '../../src/replica/store.js';
 import { tempDir } from '../helpers/db.js';
 import { createBucket, s3Info } from '../helpers/s3.js';
 
@@ -204,7 +206,88 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Rep
   });
 }
 
+export function describeConditionalContract(name: string, makeStore: () => Promise<ReplicaStore & ConditionalStore>): void {
+  describe(`ConditionalStore contract: ${name}`, () => {
+    let store: ReplicaStore & ConditionalStore;
+    let n = 0;
+    const freshKey = (): string => `cas${++n}-${randomBytes(3).toString('hex')}/db.sqlite3.lease`;
+    const bytes = (text: string): Buffer => Buffer.from(text);
+    const failure = (promise: Promise<unknown>): Promise<unknown> =>
+      promise.then(
+        () => 'succeeded',
+        (e: unknown) => e,
+      );
+
+    beforeAll(async () => {
+      store = await makeStore();
+    });
+    afterAll(() => store.close());
+
+    it('creates only when absent, and reads back the bytes with the etag the write returned', async () => {
+      const key = freshKey();
+      expect(await store.getBytes(key)).toBeNull();
+      const etag = await store.putBytes(key, bytes('first'), { ifNoneMatch: true });
+      expect(etag).toMatch(/^[^"]+$/);
+      const got = await store.getBytes(key);
+      expect(got?.bytes.toString()).toBe('first');
+      expect(got?.etag).toBe(etag);
+
+      const again = await failure(store.putBytes(key, bytes('second'), { ifNoneMatch: true }));
+      expect(again).toBeInstanceOf(PreconditionFailedError);
+      expect((again as PreconditionFailedError).retryable).toBe(false);
+      expect((await store.getBytes(key))?.bytes.toString()).toBe('first');
+    });
+
+    it('replaces only the content whose etag it names', async () => {
+      const key = freshKey();
+      const first = await store.putBytes(key, bytes('one'), { ifNoneMatch: true });
+      const wrong = await failure(store.putBytes(key, bytes('two'), { ifMatch: '0'.repeat(32) }));
+      expect(wrong).toBeInstanceOf(PreconditionFailedError);
+      expect((await store.getBytes(key))?.bytes.toString()).toBe('one');
+
+      const second = await store.putBytes(key, bytes('two'), { ifMatch: first });
+      expect(second).not.toBe(first);
+      expect(await store.getBytes(key)).toEqual({ bytes: bytes('two'), etag: second });
+      // The old etag no longer matches: this is what makes a paused owner's renewal fail.
+      expect(await failure(store.putBytes(key, bytes('three'), { ifMatch: first }))).toBeInstanceOf(PreconditionFailedError);
+      expect((await store.getBytes(key))?.bytes.toString()).toBe('two');
+    });
+
+    it('refuses a replace of an absent object', async () => {
+      const key = freshKey();
+      expect(await failure(store.putBytes(key, bytes('x'), { ifMatch: '0'.repeat(32) }))).toBeInstanceOf(PreconditionFailedError);
+      expect(await store.getBytes(key)).toBeNull();
+    });
+
+    it('lets exactly one of several concurrent writes with the same condition win', async () => {
+      const key = freshKey();
+      const creates = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => failure(store.putBytes(key, bytes(`create ${i}`), { ifNoneMatch: true }))),
+      );
+      expect(creates.filter((r) => r instanceof PreconditionFailedError)).toHaveLength(5);
+      expect(creates.filter((r) => r === 'succeeded')).toHaveLength(1);
+
+      const base = (await store.getBytes(key))?.etag ?? '';
+      const replaces = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => failure(store.putBytes(key, bytes(`replace ${i}`), { ifMatch: base }))),
+      );
+      expect(replaces.filter((r) => r === 'succeeded')).toHaveLength(1);
+      expect(replaces.filter((r) => r instanceof PreconditionFailedError)).toHaveLength(5);
+    });
+
+    it('rejects conditional writes whose signal has fired, and changes nothing', async () => {
+      const key = freshKey();
+      const signal = AbortSignal.abort(new Error('stop'));
+      await expect(store.putBytes(key, bytes('x'), { ifNoneMatch: true }, { signal })).rejects.toBeInstanceOf(AbortedError);
+      await expect(store.getBytes(key, { signal })).rejects.toBeInstanceOf(AbortedError);
+      expect(await store.getBytes(key)).toBeNull();
+    });
+  });
+}
+
 describeStoreContract('DirStore', () => Promise.resolve(new DirStore(tempDir())));
+describeConditionalContract('DirStore', () => Promise.resolve(new DirStore(tempDir())));
+describeConditionalContract('S3Store (Ceph RGW, unversioned bucket)', async () => (await createBucket({ versioned: false })).store);
 
 describeStoreContract('S3Store (Ceph RGW)', async () => (await createBucket()).store);
 

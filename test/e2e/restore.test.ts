@@ -163,6 +163,25 @@ describe('never overwrite unsynced local data', () => {
     expect(rowCount(out)).toBe(15);
   });
 
+  it('restarts cleanly after a SIGKILL on a database restored from an object aws s3 cp uploaded (no sha256)', async () => {
+    const { bucket } = await createBucket();
+    const dir = tempDir();
+    const db = join(dir, 'db.sqlite3');
+    const env = { ...s3Env(bucket), DB_LOCAL_PATH: db };
+    // How users migrate from the old script: the object was uploaded raw, from a live WAL database.
+    const legacy = join(dir, 'legacy.sqlite3');
+    createDatabase(legacy, 20, { wal: true });
+    await awsCli(bucket, ['s3', 'cp', legacy, `s3://${bucket}/db.sqlite3`]);
+    const first = startCli(['run'], { ...env, DB_SYNC_INTERVAL: '1h', DB_SYNC_HEALTH_PORT: '0' });
+    await waitFor('ready', () => first.logs().some((l) => l.msg === 'ready; syncing') || first.child.exitCode !== null);
+    first.child.kill('SIGKILL'); // before any upload: the state file names the restored version
+    await first.exited;
+    const second = await runOnce(env);
+    expect(second.code, second.logs).toBe(0);
+    expect(second.logs).not.toContain('CONFLICT');
+    expect(rowCount(db)).toBe(20);
+  });
+
   it('takes the remote copy when only the remote moved on, keeping the local file as .backup', async () => {
     const { bucket } = await createBucket();
     const dir = tempDir();

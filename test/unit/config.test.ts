@@ -167,7 +167,8 @@ describe('loadConfig', () => {
   });
 
   it.each(['https://s3.example.com', 'http://127.0.0.1:7480', 'http://minio:9000/'])('accepts the endpoint %j', (endpoint) => {
-    expect(loadConfig({ DB_S3_BUCKET: 'b', DB_S3_ENDPOINT: endpoint }).endpoint).toBe(endpoint);
+    // Plain http to a non-loopback host also needs DB_S3_ALLOW_HTTP (test/unit/security.test.ts).
+    expect(loadConfig({ DB_S3_BUCKET: 'b', DB_S3_ENDPOINT: endpoint, DB_S3_ALLOW_HTTP: 'true' }).endpoint).toBe(endpoint);
   });
 
   it.each([

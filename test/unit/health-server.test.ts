@@ -132,6 +132,48 @@ describe('health server', () => {
     await expect(call(two.port, '/healthz', 'GET', '127.0.0.1')).rejects.toThrow(/ECONNREFUSED/);
   });
 
+  it('answers HEAD with the headers and no body', async () => {
+    const server = await start(source());
+    const reply = await call(server.port, '/healthz', 'HEAD');
+    expect(reply.status).toBe(200);
+    expect(reply.body).toBe('');
+    expect(Number(reply.headers['content-length'])).toBeGreaterThan(0);
+  });
+
+  it.each(['OPTIONS', 'PATCH', 'TRACE'])('answers 405 to %s on every path', async (method) => {
+    const server = await start(source());
+    for (const path of ['/status', '/metrics', '/nope']) expect((await call(server.port, path, method)).status).toBe(405);
+  });
+
+  it('serves only its exact paths: no prefixes, dot segments or trailing slashes', async () => {
+    const server = await start(source());
+    for (const path of ['/', '/status/', '/healthz/../status', '/readyz.json', '/metrics/x', '/STATUS']) {
+      const reply = await call(server.port, path);
+      expect(reply.status, path).toBe(404);
+      expect(reply.headers['x-content-type-options']).toBe('nosniff');
+    }
+  });
+
+  it('passes every body through scrub, extra routes included', async () => {
+    const src = source();
+    src.doc = { lastError: { message: 'failed with SECRET-VALUE-1234' } };
+    src.extra = (path: string) =>
+      Promise.resolve(path === '/metrics' ? { contentType: 'text/plain', body: 'x{v="SECRET-VALUE-1234"} 1\n' } : undefined);
+    const server = await startHealthServer({
+      host: '127.0.0.1',
+      port: 0,
+      source: src,
+      log: silentLogger(),
+      scrub: (text) => text.split('SECRET-VALUE-1234').join('[redacted]'),
+    });
+    servers.push(server);
+    const status = await call(server.port, '/status');
+    expect(status.body).not.toContain('SECRET-VALUE-1234');
+    expect(JSON.parse(status.body)).toEqual({ lastError: { message: 'failed with [redacted]' } });
+    expect(Number(status.headers['content-length'])).toBe(Buffer.byteLength(status.body));
+    expect((await call(server.port, '/metrics')).body).toBe('x{v="[redacted]"} 1\n');
+  });
+
   it('rejects when the port is taken', async () => {
     const first = await start(source());
     await expect(startHealthServer({ host: '127.0.0.1', port: first.port, source: source(), log: silentLogger() })).rejects.toThrow(

@@ -42,6 +42,7 @@ locals {
     { name = "DB_SYNC_HEALTH_HOST", value = "127.0.0.1" },
     { name = "DB_SYNC_SHUTDOWN_TIMEOUT", value = "${var.shutdown_timeout_seconds}s" },
     { name = "DB_SYNC_INTEGRITY_CHECK", value = var.integrity_check },
+    { name = "DB_SYNC_LEASE", value = var.lease_mode },
     { name = "LOG_LEVEL", value = var.log_level },
   ]
 

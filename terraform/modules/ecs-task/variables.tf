@@ -164,6 +164,17 @@ variable "integrity_check" {
   }
 }
 
+variable "lease_mode" {
+  description = "Single-writer lease (DB_SYNC_LEASE): required, auto or off. AWS S3 enforces the conditional writes the lease needs, so `required` makes a new task wait for the old one's final upload during a deployment, and refuses to start if the lease cannot be enforced."
+  type        = string
+  default     = "required"
+
+  validation {
+    condition     = contains(["required", "auto", "off"], var.lease_mode)
+    error_message = "lease_mode must be required, auto or off."
+  }
+}
+
 variable "log_level" {
   description = "db-sync log level (LOG_LEVEL): trace, debug, info, warn, error, fatal or silent."
   type        = string

@@ -1,0 +1,94 @@
+/**
+ * What a killed db-sync leaves behind, cleaned up at the next start so nothing accumulates:
+ * - temp files beside the database (a snapshot, a download or a state file cut short by SIGKILL or a
+ *   power loss); their names carry {@link TEMP_MARKER}, so nothing else is ever touched;
+ * - incomplete multipart uploads in the store (S3 keeps, and bills, their parts until aborted).
+ * It also makes sure the database's directory is there: a fresh volume may lack it, as `aws s3 cp` (the
+ * script db-sync replaces) never minded.
+ */
+import { chown, mkdir, readdir, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { DbSyncError, isAbort, toError } from '../errors.js';
+import { removeQuietly, TEMP_MARKER } from '../fs-atomic.js';
+import type { Logger } from '../logger.js';
+import type { ReplicaStore } from '../replica/store.js';
+
+/**
+ * Make sure the directory of `dbPath` exists (created when missing) and remove db-sync's temp files for
+ * this database in it. Never touches the database, its -wal/-shm, or any file without the temp marker.
+ * @returns the names of the files removed.
+ * @throws DbSyncError `LocalDatabase` when the directory cannot be created or read.
+ */
+export async function prepareLocalDirectory(dbPath: string, log: Logger): Promise<string[]> {
+  const dir = dirname(dbPath);
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw localDirError(dir, error);
+    try {
+      await createDirectory(dir);
+    } catch (mkdirError) {
+      throw localDirError(dir, mkdirError);
+    }
+    log.info({ dir }, 'created the database directory (it did not exist)');
+    return [];
+  }
+  // Every temp file for this database starts with ".<name>": .db.sqlite3.db-sync-tmp-snapshot-…,
+  // .db.sqlite3.db-sync.json.db-sync-tmp-write-…, .db.sqlite3.backup.db-sync-tmp-keep-… (fs-atomic.ts).
+  const ours = names.filter((n) => n.startsWith(`.${basename(dbPath)}`) && n.includes(TEMP_MARKER));
+  await Promise.all(ours.map((n) => removeQuietly(join(dir, n))));
+  if (ours.length > 0) log.warn({ dir, files: ours }, 'removed temp files left by an earlier run that did not finish');
+  return ours;
+}
+
+/**
+ * `mkdir -p`, each new level owned like the directory it was created in: a sidecar running as root on a
+ * volume the app's user owns must not leave the app a directory it cannot write (best effort, as chown
+ * works only as root).
+ */
+async function createDirectory(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, mode: 0o755 });
+  if (first === undefined) return;
+  const owner = await stat(dirname(first));
+  for (let level = dir; level.length >= first.length; level = dirname(level)) {
+    await chown(level, owner.uid, owner.gid).catch(() => undefined);
+  }
+}
+
+function localDirError(dir: string, error: unknown): DbSyncError {
+  const code = (error as NodeJS.ErrnoException).code;
+  return new DbSyncError('LocalDatabase', `database directory ${dir}: ${toError(error).message}`, {
+    hint:
+      code === 'ENOTDIR'
+        ? 'a part of DB_LOCAL_PATH is a file, not a directory; fix DB_LOCAL_PATH'
+        : `db-sync needs to create and read files in ${dir} (snapshots are written beside the database); fix its permissions or DB_LOCAL_PATH`,
+    cause: error,
+  });
+}
+
+/**
+ * Abort the store's incomplete uploads of `key` and its siblings (`KEY.conflict.…`) begun before now:
+ * what a killed process left. Call it only when this process is the one writer (after the lease). Best
+ * effort: a failure is logged, never thrown (the bucket's AbortIncompleteMultipartUpload lifecycle rule
+ * is the backstop), except an abort through `signal`.
+ */
+export async function abortLeftoverUploads(store: ReplicaStore, key: string, log: Logger, signal: AbortSignal): Promise<string[]> {
+  if (!store.abortStaleUploads) return [];
+  try {
+    const aborted = await store.abortStaleUploads(key, {
+      initiatedBefore: new Date(),
+      include: (k) => k === key || k.startsWith(`${key}.`),
+      signal,
+    });
+    if (aborted.length > 0) log.warn({ keys: aborted }, 'aborted incomplete uploads left by an earlier run that did not finish');
+    return aborted;
+  } catch (error) {
+    if (isAbort(error, signal)) throw error;
+    log.warn(
+      { err: toError(error).message },
+      'could not look for incomplete uploads left by an earlier run; the bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them',
+    );
+    return [];
+  }
+}

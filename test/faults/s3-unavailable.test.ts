@@ -1,0 +1,176 @@
+/**
+ * Faults: S3 unreachable at start, and S3 throttling (503 SlowDown), failing (500) or dropping connections
+ * while the daemon runs. Produced by the fault proxy in front of the real server; every test ends with the
+ * data checked in S3 (AWS CLI) and on disk (sqlite3).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { freePort, httpStatus, runCli, startCli, waitFor } from '../helpers/cli.js';
+import { addRows, createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
+import { awsCli, createBucket } from '../helpers/s3.js';
+import { startWriter } from '../helpers/writer.js';
+import { daemonEnv, healthJson, healthProbe, keys, logged, logLines, proxyForFile, remoteCopy, tempFiles } from './support.js';
+
+describe('fault: S3 unreachable at start', () => {
+  it('stays not ready and says why, retrying with backoff; restores once S3 answers', async () => {
+    const proxy = await proxyForFile();
+    const { bucket } = await createBucket();
+    const dir = tempDir();
+    const seed = join(dir, 'seed.sqlite3');
+    createDatabase(seed, 50);
+    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+
+    proxy.set({ kind: 'reset' });
+    const mark = proxy.mark();
+    const started = Date.now();
+    const dbPath = join(dir, 'app', 'db.sqlite3');
+    const port = await freePort();
+    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_HEALTH_PORT: String(port) }));
+    await waitFor('the not-ready log line', () => logged(daemon, /^cannot reach the store to restore; not ready, retrying/));
+    await waitFor('a second restore attempt', () => logLines(daemon, /^cannot reach the store to restore/).length >= 2, 40_000);
+
+    expect(await httpStatus(port, '/readyz')).toBe(503);
+    expect(await httpStatus(port, '/healthz')).toBe(200);
+    expect(await healthProbe(port)).toBe(8);
+    expect(existsSync(dbPath)).toBe(false);
+    const line = logLines(daemon, /^cannot reach the store to restore/)[0];
+    expect(String(line?.err)).toMatch(/download s3:\/\/.*db\.sqlite3/);
+    // Backoff, not a storm: a few requests a second at most (each attempt is up to 3 SDK tries).
+    const seconds = (Date.now() - started) / 1000;
+    expect(proxy.count(undefined, mark)).toBeLessThan(5 * seconds);
+    const delays = logLines(daemon, /^cannot reach the store to restore/).map((l) => Number(l.retryInMs));
+    expect(delays[1]).toBeGreaterThan(delays[0] ?? Infinity);
+
+    proxy.pass();
+    await waitFor('readiness once S3 answers', async () => (await httpStatus(port, '/readyz')) === 200, 45_000);
+    expect(logged(daemon, 'database restored')).toBe(true);
+    expect(rowCount(dbPath)).toBe(50);
+    expect(integrity(dbPath)).toBe('ok');
+    expect(tempFiles(join(dir, 'app'))).toEqual([]);
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+    expect((await remoteCopy(bucket, dir)).rows).toBe(50);
+  });
+
+  it('gives up after DB_SYNC_RESTORE_TIMEOUT with exit 1, never ready, no database created', async () => {
+    const proxy = await proxyForFile();
+    const { bucket } = await createBucket();
+    const dir = tempDir();
+    const seed = join(dir, 'seed.sqlite3');
+    createDatabase(seed, 5);
+    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+    proxy.set({ kind: 'reset' });
+    const dbPath = join(dir, 'db.sqlite3');
+    const result = await runCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_RESTORE_TIMEOUT: '3s' }));
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('gave up after 3s (DB_SYNC_RESTORE_TIMEOUT)');
+    expect(result.stderr).toMatch(/hint: .*must not start/);
+    expect(result.stdout).not.toContain('"ready; syncing"');
+    expect(existsSync(dbPath)).toBe(false);
+    expect(tempFiles(dir)).toEqual([]);
+    expect((await remoteCopy(bucket, dir)).rows).toBe(5);
+  });
+
+  it('with a database on the volume, keeps trying rather than exiting, then keeps and uploads the local changes', async () => {
+    const proxy = await proxyForFile();
+    const { bucket } = await createBucket();
+    const dir = tempDir();
+    const dbPath = join(dir, 'db.sqlite3');
+    createDatabase(dbPath, 20);
+    await awsCli(bucket, ['s3', 'cp', dbPath, `s3://${bucket}/db.sqlite3`]);
+    addRows(dbPath, 3);
+
+    proxy.set({ kind: 'reset' });
+    const port = await freePort();
+    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_HEALTH_PORT: String(port) }));
+    await waitFor('two start attempts', () => logLines(daemon, /^cannot reach the store to restore/).length >= 2, 40_000);
+    expect(daemon.child.exitCode).toBeNull();
+    expect(await httpStatus(port, '/readyz')).toBe(503);
+    expect(String(logLines(daemon, /^cannot reach the store/)[0]?.err)).toMatch(/head s3:\/\/.*db\.sqlite3/);
+
+    proxy.pass();
+    await waitFor('readiness', async () => (await httpStatus(port, '/readyz')) === 200, 45_000);
+    await waitFor('the local changes uploaded', () => logged(daemon, 'snapshot uploaded'));
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+    expect(rowCount(dbPath)).toBe(23);
+    const remote = await remoteCopy(bucket, dir);
+    expect(remote.rows).toBe(23);
+    expect(remote.integrity).toBe('ok');
+  });
+});
+
+describe('fault: S3 throttling and failing while running', () => {
+  it('keeps running, backs off without a retry storm, reports degraded, and catches up when S3 returns', async () => {
+    const proxy = await proxyForFile();
+    const { bucket } = await createBucket();
+    const dir = tempDir();
+    const dbPath = join(dir, 'db.sqlite3');
+    createDatabase(dbPath, 10);
+    const port = await freePort();
+    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_HEALTH_PORT: String(port) }));
+    await waitFor('readiness', async () => (await httpStatus(port, '/readyz')) === 200);
+    await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));
+    const writer = startWriter(dbPath, 20);
+
+    proxy.set({ kind: 'slowdown' });
+    const mark = proxy.mark();
+    const started = Date.now();
+    await waitFor('degraded', async () => (await healthJson(port, '/healthz')).body.state === 'degraded', 60_000);
+    const seconds = (Date.now() - started) / 1000;
+    const requests = proxy.count(undefined, mark);
+
+    // Alive and still ready (a replaced task would lose the changes waiting for S3), and it says so.
+    expect((await healthJson(port, '/healthz')).status).toBe(200);
+    expect(await httpStatus(port, '/readyz')).toBe(200);
+    expect(await healthProbe(port)).toBe(0);
+    const status = (await healthJson(port, '/status')).body;
+    expect(status.consecutiveFailures).toBeGreaterThanOrEqual(3);
+    expect(JSON.stringify(status.lastError)).toContain('SlowDown');
+    expect(logged(daemon, /^sync degraded/)).toBe(true);
+    expect(logLines(daemon, 'storage call failed; retrying').some((l) => JSON.stringify(l.err).includes('SlowDown'))).toBe(true);
+    // Backoff, not a storm: every 503 was answered to at most ~2 requests a second overall.
+    expect(requests).toBeGreaterThan(3);
+    expect(requests).toBeLessThan(2 * seconds + 5);
+    expect(proxy.count((r) => r.status === 503, mark)).toBe(requests);
+
+    proxy.pass();
+    await waitFor('recovery', () => logged(daemon, 'sync recovered'), 30_000);
+    await waitFor('healthy again', async () => (await healthJson(port, '/healthz')).body.state === 'ready');
+    const committed = await writer.stop();
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+    const remote = await remoteCopy(bucket, dir);
+    expect(remote.rows).toBe(10 + committed);
+    expect(remote.integrity).toBe('ok');
+    expect(tempFiles(dir)).toEqual([]);
+  });
+
+  it('absorbs short bursts of 500s and dropped connections inside one sync, with no failed sync', async () => {
+    const proxy = await proxyForFile();
+    const { bucket } = await createBucket();
+    const dir = tempDir();
+    const dbPath = join(dir, 'db.sqlite3');
+    createDatabase(dbPath, 10);
+    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath));
+    await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));
+
+    const mark = proxy.mark();
+    proxy.set({ kind: 'internal-error' }, { match: (r) => r.op === 'PutObject', times: 2 });
+    addRows(dbPath, 5);
+    await waitFor('the second upload', () => logLines(daemon, 'snapshot uploaded').length === 2);
+    proxy.set({ kind: 'reset' }, { match: (r) => r.op === 'PutObject', times: 2 });
+    addRows(dbPath, 5);
+    await waitFor('the third upload', () => logLines(daemon, 'snapshot uploaded').length === 3);
+
+    expect(proxy.count((r) => r.status === 500, mark)).toBe(2);
+    expect(proxy.count((r) => r.fault === 'reset', mark)).toBe(2);
+    expect(logged(daemon, 'sync failed; will retry')).toBe(false);
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+    const remote = await remoteCopy(bucket, dir);
+    expect(remote.rows).toBe(20);
+    expect((await keys(bucket)).filter((k) => k.startsWith('db.sqlite3.backup.'))).toHaveLength(1);
+  });
+});
