@@ -153,7 +153,7 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
     cleanUp();
     // The app never ran, so the database is exactly as restored (or kept): no final sync and no backup
     // key, or a crash-looping container with a typo in its command would write a backup per restart.
-    await sidecar.loop.stop();
+    await sidecar.stopWithoutSync();
     throw error;
   }
   // After the start, Node reports a failed kill() (EPERM: a setuid child, say) as an 'error' event; with
@@ -166,6 +166,7 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
   log.info({ code: exit.code, signal: exit.signal, exitCode: childCode, stopRequested: shutdown.graceful.aborted }, 'app exited');
 
   if (shutdown.hard.aborted) {
+    // The lease stays held (a successor waits out its TTL): an upload cancelled just now may still land.
     sidecar.loop.abort();
     log.fatal(
       { appExitCode: childCode },

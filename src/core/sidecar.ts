@@ -137,7 +137,8 @@ export class Sidecar {
     const { log } = this.options;
     if (!options || options.mode === 'off') return;
     this.phaseValue = 'waiting-for-lease';
-    const probe = await probeConditionalWrites(options.store, options.key, { log, signal });
+    // An unreachable store at start is retried here as for the restore: not ready, backing off, never exiting.
+    const probe = await this.untilReachable(signal, (s) => probeConditionalWrites(options.store, options.key, { log, signal: s }));
     if (!probe.enforced) {
       const where = `${options.store.location}/${options.key}`;
       if (options.mode === 'required') {
@@ -213,7 +214,9 @@ export class Sidecar {
           { path: dbPath, decision: r.decision },
           r.decision === 'local-ahead'
             ? 'local database has changes that never reached the store; keeping it and uploading it now'
-            : 'local database present and differs from the remote copy; keeping it and uploading it now (the remote stays as an older version)',
+            : r.decision === 'no-remote'
+              ? 'local database present and no remote copy yet; keeping it and uploading it now'
+              : 'local database present and differs from the remote copy; keeping it and uploading it now (the remote stays as an older version)',
         );
         return { action: 'kept-local' };
     }
@@ -293,6 +296,16 @@ export class Sidecar {
       // Also after a failed final sync: the changes are lost either way, and the successor need not wait.
       await this.releaseLease();
     }
+  }
+
+  /**
+   * Stop without a final sync (exec: the app never started, so the database is as restored), then hand the
+   * lease on at once rather than make a successor wait out the TTL. Never throws.
+   */
+  async stopWithoutSync(): Promise<void> {
+    await this.loop.stop();
+    this.phaseValue = 'stopped';
+    await this.releaseLease();
   }
 
   ready(): boolean {

@@ -199,6 +199,14 @@ describe('db-sync run with a lease (two tasks, one key)', () => {
     expect(await holder.exited).not.toBe(0);
   });
 
+  it('exec whose app cannot start hands the lease on at once (released), without a final sync', async () => {
+    const { leaseBucket, task } = await deployment();
+    const a = await task('a');
+    const result = await runCli(['exec', '--', 'no-such-command-db-sync-test'], { ...a.env, DB_SYNC_HEALTH_PORT: '0' });
+    expect(result.code).toBe(127);
+    expect((await leaseObject(leaseBucket)).released).toBe(true);
+  });
+
   it('DB_SYNC_LEASE=required refuses to start where conditional writes are not enforced (a versioned RGW bucket)', async () => {
     const { bucket } = await createBucket();
     const dbPath = join(tempDir(), 'db.sqlite3');

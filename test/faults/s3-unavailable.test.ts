@@ -53,6 +53,30 @@ describe('fault: S3 unreachable at start', () => {
     expect((await remoteCopy(bucket, dir)).rows).toBe(50);
   });
 
+  it('with the lease on (the default), retries its probe too instead of exiting, then restores', async () => {
+    const proxy = await proxyForFile();
+    const { bucket } = await createBucket();
+    const dir = tempDir();
+    const seed = join(dir, 'seed.sqlite3');
+    createDatabase(seed, 7);
+    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+    proxy.set({ kind: 'reset' });
+    const dbPath = join(dir, 'db.sqlite3');
+    const port = await freePort();
+    const env = daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_HEALTH_PORT: String(port), DB_SYNC_LEASE: 'auto' });
+    const daemon = startCli(['run'], env);
+    await waitFor('two attempts', () => logLines(daemon, /^cannot reach the store/).length >= 2, 40_000);
+    expect(daemon.child.exitCode).toBeNull();
+    expect(await httpStatus(port, '/readyz')).toBe(503);
+    expect(existsSync(dbPath)).toBe(false);
+
+    proxy.pass();
+    await waitFor('readiness once S3 answers', async () => (await httpStatus(port, '/readyz')) === 200, 45_000);
+    expect(rowCount(dbPath)).toBe(7);
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+  });
+
   it('gives up after DB_SYNC_RESTORE_TIMEOUT with exit 1, never ready, no database created', async () => {
     const proxy = await proxyForFile();
     const { bucket } = await createBucket();

@@ -6,10 +6,17 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll } from 'vitest';
 
+const created: string[] = [];
+// One hook per test file, registered at import (file level): an afterAll registered inside a test body,
+// where most tempDir() calls happen, is never run, and the directories piled up in /tmp.
+afterAll(() => {
+  for (const dir of created.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
 /** A temp directory removed after the test file. */
 export function tempDir(prefix = 'db-sync-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  created.push(dir);
   return dir;
 }
 
