@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { CLI, waitFor } from '../helpers/cli.js';
-import { appLines, checkAppOutput, lastCommitted, writeChildApp } from '../helpers/child-app.js';
-import { createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
-import { awsCli, createBucket, s3Env } from '../helpers/s3.js';
+import { appLines, appSetup, checkAppOutput, lastCommitted, type AppSetup } from '../helpers/child-app.js';
+import { integrity, rowCount, tempDir } from '../helpers/db.js';
+import { awsCli } from '../helpers/s3.js';
 
 const execFileAsync = promisify(execFile);
 const ENTRYPOINT = join(import.meta.dirname, '..', '..', 'entrypoint.sh');
@@ -26,24 +26,10 @@ interface Started {
   readonly exited: Promise<number>;
 }
 
-interface Setup {
-  readonly bucket: string;
-  readonly dir: string;
-  readonly dbPath: string;
-  readonly app: string;
-  readonly env: Record<string, string>;
-}
-
 /** A bucket with a 50-row database, a `db-sync` shim on PATH, and the app. */
-async function setup(): Promise<Setup> {
-  const { bucket } = await createBucket();
-  const dir = tempDir();
-  const seed = join(dir, 'seed.sqlite3');
-  createDatabase(seed, 50);
-  await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
-  const dbPath = join(dir, 'db.sqlite3');
-  const env = { ...s3Env(bucket), ...shimEnv(dir), DB_LOCAL_PATH: dbPath, DB_SYNC_INTERVAL: '1s', DB_SYNC_HEALTH_PORT: '0' };
-  return { bucket, dir, dbPath, app: writeChildApp(dir), env };
+async function setup(): Promise<AppSetup> {
+  const s = await appSetup(50);
+  return { ...s, env: { ...s.env, ...shimEnv(s.dir) } };
 }
 
 /**
@@ -82,7 +68,7 @@ function appOutput(stdout: string): string {
 }
 
 /** The final upload holds every row of the local database, and a backup of it was written. */
-async function expectFinalUpload(s: Setup, stdout: string): Promise<string[]> {
+async function expectFinalUpload(s: AppSetup, stdout: string): Promise<string[]> {
   const { committed, tail } = checkAppOutput(appOutput(stdout), 50);
   expect(committed).toBeGreaterThanOrEqual(10);
   const localRows = rowCount(s.dbPath);

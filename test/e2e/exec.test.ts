@@ -9,48 +9,26 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli, startCli, waitFor, type Running } from '../helpers/cli.js';
-import { APP_STDERR_END, APP_STDERR_START, checkAppOutput, lastCommitted, writeChildApp } from '../helpers/child-app.js';
-import { createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
-import { awsCli, createBucket, s3Env } from '../helpers/s3.js';
+import { APP_STDERR_END, APP_STDERR_START, appSetup, checkAppOutput, lastCommitted, type AppSetup } from '../helpers/child-app.js';
+import { integrity, rowCount } from '../helpers/db.js';
+import { awsCli } from '../helpers/s3.js';
 
 const sha256 = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
 const BACKUP_KEY = /^db\.sqlite3\.backup\.\d{8}_\d{6}$/;
 
-interface Setup {
-  readonly bucket: string;
-  readonly dir: string;
-  readonly dbPath: string;
-  readonly app: string;
-  readonly env: Record<string, string>;
-}
-
-/** A bucket holding a 50-row database at `db.sqlite3`, an empty local directory, and the app. */
-async function setup(seedRows = 50): Promise<Setup> {
-  const { bucket } = await createBucket();
-  const dir = tempDir();
-  if (seedRows > 0) {
-    const seed = join(dir, 'seed.sqlite3');
-    createDatabase(seed, seedRows);
-    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
-  }
-  const dbPath = join(dir, 'db.sqlite3');
-  const env = { ...s3Env(bucket), DB_LOCAL_PATH: dbPath, DB_SYNC_INTERVAL: '1s', DB_SYNC_HEALTH_PORT: '0' };
-  return { bucket, dir, dbPath, app: writeChildApp(dir), env };
-}
-
-function startExec(s: Setup, appEnv: Record<string, string> = {}): Running {
+function startExec(s: AppSetup, appEnv: Record<string, string> = {}): Running {
   return startCli(['exec', '--', process.execPath, s.app], { ...s.env, ...appEnv });
 }
 
 /** Download `key` with the AWS CLI; its row count, after checking it is a sound database. */
-async function remoteRows(s: Setup, key = 'db.sqlite3'): Promise<number> {
+async function remoteRows(s: AppSetup, key = 'db.sqlite3'): Promise<number> {
   const out = join(s.dir, `remote-${Math.random().toString(36).slice(2)}.sqlite3`);
   await awsCli(s.bucket, ['s3', 'cp', `s3://${s.bucket}/${key}`, out]);
   expect(integrity(out)).toBe('ok');
   return rowCount(out);
 }
 
-async function keys(s: Setup): Promise<string[]> {
+async function keys(s: AppSetup): Promise<string[]> {
   const listing = JSON.parse((await awsCli(s.bucket, ['s3api', 'list-objects-v2', '--bucket', s.bucket])) || '{}') as {
     Contents?: Array<{ Key: string }>;
   };
@@ -62,7 +40,7 @@ async function keys(s: Setup): Promise<string[]> {
  * in S3 holds every row in the local database (which holds at least every row the app reported), and a
  * timestamped backup of exactly that snapshot was written.
  */
-async function expectFinalSync(s: Setup, run: Running, seedRows: number): Promise<{ committed: number; tail: string[] }> {
+async function expectFinalSync(s: AppSetup, run: Running, seedRows: number): Promise<{ committed: number; tail: string[] }> {
   const output = checkAppOutput(run.stdout(), seedRows);
   const localRows = rowCount(s.dbPath);
   expect(localRows).toBeGreaterThanOrEqual(seedRows + output.committed);
@@ -81,7 +59,7 @@ async function expectFinalSync(s: Setup, run: Running, seedRows: number): Promis
 
 describe('db-sync exec', () => {
   it('restores before the app starts, syncs while it runs, forwards SIGHUP and SIGTERM, and on exit 0 uploads every row', async () => {
-    const s = await setup();
+    const s = await appSetup();
     const run = startExec(s);
     await waitFor('the app to commit rows', () => lastCommitted(run.stdout()) >= 20);
     // The database was in place before the app opened it: it saw the 50 restored rows.
@@ -106,7 +84,7 @@ describe('db-sync exec', () => {
   });
 
   it("exits with the app's non-zero exit code after a successful final sync", async () => {
-    const s = await setup();
+    const s = await appSetup();
     const run = startExec(s, { APP_ON_TERM: 'exit:3' });
     await waitFor('the app to commit rows', () => lastCommitted(run.stdout()) >= 10);
     run.child.kill('SIGTERM');
@@ -116,7 +94,7 @@ describe('db-sync exec', () => {
   });
 
   it('exits 128+15 when the app dies by the forwarded SIGTERM, and still syncs', async () => {
-    const s = await setup();
+    const s = await appSetup();
     const run = startExec(s, { APP_ON_TERM: 'reraise' });
     await waitFor('the app to commit rows', () => lastCommitted(run.stdout()) >= 10);
     run.child.kill('SIGTERM');
@@ -127,7 +105,7 @@ describe('db-sync exec', () => {
   });
 
   it('syncs and exits with the code of an app that exits by itself', async () => {
-    const s = await setup();
+    const s = await appSetup();
     const run = startExec(s, { APP_EXIT_AFTER: '30:5' });
     expect(await run.exited).toBe(5);
     const { committed, tail } = await expectFinalSync(s, run, 50);
@@ -138,7 +116,7 @@ describe('db-sync exec', () => {
   });
 
   it('SIGKILLs an app that ignores SIGTERM past DB_SYNC_CHILD_STOP_TIMEOUT, exits 137, and still syncs every row', async () => {
-    const s = await setup();
+    const s = await appSetup();
     const run = startExec(s, { APP_ON_TERM: 'ignore', DB_SYNC_CHILD_STOP_TIMEOUT: '1s' });
     await waitFor('the app to commit rows', () => lastCommitted(run.stdout()) >= 10);
     run.child.kill('SIGTERM');
@@ -153,7 +131,7 @@ describe('db-sync exec', () => {
   });
 
   it('a second SIGTERM aborts: the app gets it too, db-sync exits 130 without the final sync', async () => {
-    const s = await setup();
+    const s = await appSetup();
     const run = startExec(s, { APP_ON_TERM: 'ignore-once', DB_SYNC_INTERVAL: '1h' });
     await waitFor('the app to commit rows', () => lastCommitted(run.stdout()) >= 10);
     run.child.kill('SIGTERM');
@@ -168,7 +146,7 @@ describe('db-sync exec', () => {
   });
 
   it('exits 127 for a command that does not exist and 126 for one that cannot run, and writes nothing', async () => {
-    const s = await setup();
+    const s = await appSetup();
     const missing = await runCli(['exec', '--', join(s.dir, 'no-such-program')], s.env);
     expect(missing.code).toBe(127);
     expect(missing.stderr).toContain('cannot start');
@@ -193,7 +171,7 @@ describe('db-sync exec', () => {
   });
 
   it('exits 2 without a command, and touches nothing', async () => {
-    const s = await setup(0);
+    const s = await appSetup(0);
     for (const args of [['exec'], ['exec', '--'], ['exec', 'node', 'app.js']]) {
       const result = await runCli(args, s.env);
       expect(result.code, args.join(' ')).toBe(2);

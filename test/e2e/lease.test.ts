@@ -8,9 +8,9 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort, httpStatus, runCli, startCli, waitFor, type Running } from '../helpers/cli.js';
-import { createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
-import { awsCli, createBucket, s3Env } from '../helpers/s3.js';
-import { startWriter } from '../helpers/writer.js';
+import { integrity, rowCount, tempDir } from '../helpers/db.js';
+import { awsCli, createBucket, s3Env, seededBucket } from '../helpers/s3.js';
+import { startWriter, type Writer } from '../helpers/writer.js';
 
 const SEED_ROWS = 100;
 
@@ -22,12 +22,8 @@ interface Task {
 
 /** A versioned data bucket seeded with a database, an unversioned lease bucket, and a factory for tasks. */
 async function deployment(): Promise<{ bucket: string; leaseBucket: string; dir: string; task: (name: string) => Promise<Task> }> {
-  const { bucket } = await createBucket();
+  const { bucket, dir } = await seededBucket(SEED_ROWS);
   const { bucket: leaseBucket } = await createBucket({ versioned: false });
-  const dir = tempDir();
-  const seed = join(dir, 'seed.sqlite3');
-  createDatabase(seed, SEED_ROWS);
-  await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
   const task = async (name: string): Promise<Task> => {
     mkdirSync(join(dir, name));
     const dbPath = join(dir, name, 'db.sqlite3');
@@ -48,6 +44,22 @@ async function deployment(): Promise<{ bucket: string; leaseBucket: string; dir:
 
 const logged = (daemon: Running, msg: string): boolean => daemon.logs().some((l) => String(l.msg).startsWith(msg));
 const WAITING = 'another db-sync holds the lease; waiting';
+
+/** Start `db-sync run` for `t` and wait until it serves: ready, an app writing rows, one upload made. */
+async function startServing(t: Task): Promise<{ daemon: Running; writer: Writer }> {
+  const daemon = startCli(['run'], t.env);
+  await waitFor('the first task ready', async () => (await httpStatus(t.port, '/readyz')) === 200);
+  const writer = startWriter(t.dbPath, 2);
+  await waitFor('an upload by the first task', () => logged(daemon, 'snapshot uploaded'));
+  return { daemon, writer };
+}
+
+/** Start `db-sync run` for `t` and wait until it waits for the lease another task holds. */
+async function startWaiting(t: Task): Promise<Running> {
+  const daemon = startCli(['run'], t.env);
+  await waitFor('the second task to wait for the lease', () => logged(daemon, WAITING));
+  return daemon;
+}
 
 /** Versions of db.sqlite3, newest first, as the AWS CLI lists them. */
 async function versions(bucket: string): Promise<string[]> {
@@ -72,13 +84,8 @@ describe('db-sync run with a lease (two tasks, one key)', () => {
     const a = await task('a');
     const b = await task('b');
 
-    const first = startCli(['run'], a.env);
-    await waitFor('the first task ready', async () => (await httpStatus(a.port, '/readyz')) === 200);
-    const writerA = startWriter(a.dbPath, 2);
-    await waitFor('an upload by the first task', () => logged(first, 'snapshot uploaded'));
-
-    const second = startCli(['run'], b.env);
-    await waitFor('the second task to wait for the lease', () => logged(second, WAITING));
+    const { daemon: first, writer: writerA } = await startServing(a);
+    const second = await startWaiting(b);
     expect((await runCli(['health'], { DB_SYNC_HEALTH_PORT: String(b.port) })).code).toBe(8);
     expect(await httpStatus(b.port, '/readyz')).toBe(503);
     expect(await httpStatus(b.port, '/healthz')).toBe(200);
@@ -122,14 +129,10 @@ describe('db-sync run with a lease (two tasks, one key)', () => {
     const { bucket, task } = await deployment();
     const a = await task('a');
     const b = await task('b');
-    const first = startCli(['run'], a.env);
-    await waitFor('the first task ready', async () => (await httpStatus(a.port, '/readyz')) === 200);
-    const writerA = startWriter(a.dbPath, 2);
-    await waitFor('an upload by the first task', () => logged(first, 'snapshot uploaded'));
+    const { daemon: first, writer: writerA } = await startServing(a);
     await writerA.stop();
 
-    const second = startCli(['run'], b.env);
-    await waitFor('the second task to wait', () => logged(second, WAITING));
+    const second = await startWaiting(b);
     first.child.kill('SIGKILL');
     await first.exited;
 
@@ -148,13 +151,9 @@ describe('db-sync run with a lease (two tasks, one key)', () => {
     const { bucket, task } = await deployment();
     const a = await task('a');
     const b = await task('b');
-    const first = startCli(['run'], a.env);
-    await waitFor('the first task ready', async () => (await httpStatus(a.port, '/readyz')) === 200);
-    const writerA = startWriter(a.dbPath, 2);
-    await waitFor('an upload by the first task', () => logged(first, 'snapshot uploaded'));
+    const { daemon: first, writer: writerA } = await startServing(a);
 
-    const second = startCli(['run'], b.env);
-    await waitFor('the second task to wait', () => logged(second, WAITING));
+    const second = await startWaiting(b);
     // Pause while no upload is on the wire: hold the app still until db-sync has seen an idle interval.
     writerA.child.kill('SIGSTOP');
     const idle = first.logs().filter((l) => l.msg === 'no change since last sync; upload skipped').length;

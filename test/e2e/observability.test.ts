@@ -7,19 +7,14 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, freePort, runCli, startCli, waitFor } from '../helpers/cli.js';
+import { describe, expect, it } from 'vitest';
+import { CLI, runCli, waitFor } from '../helpers/cli.js';
+import { startProxiedDaemon } from '../helpers/daemon.js';
 import { addRows, createDatabase, tempDir } from '../helpers/db.js';
-import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { awsCli, createBucket, s3Env, s3Info } from '../helpers/s3.js';
+import { awsCli, createBucket, s3Env } from '../helpers/s3.js';
 
 const execFileAsync = promisify(execFile);
 const VERSION = (JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
-
-const proxies: FaultProxy[] = [];
-afterAll(async () => {
-  await Promise.all(proxies.map((p) => p.close()));
-});
 
 /** The /metrics exposition; empty while the health server is not listening yet. */
 async function scrape(port: number): Promise<string> {
@@ -59,21 +54,7 @@ async function status(port: number): Promise<Status> {
 
 describe('db-sync run: /metrics and /status', () => {
   it('counts uploads, bytes and idle skips, shows data at risk and failures while S3 refuses, and recovers', async () => {
-    const { bucket } = await createBucket();
-    const proxy = await startFaultProxy(s3Info().endpoint);
-    proxies.push(proxy);
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, 20);
-    const port = await freePort();
-    const daemon = startCli(['run'], {
-      ...s3Env(bucket),
-      DB_S3_ENDPOINT: proxy.url,
-      DB_LOCAL_PATH: dbPath,
-      DB_SYNC_INTERVAL: '1s',
-      DB_SYNC_HEALTH_PORT: String(port),
-      DB_SYNC_LEASE: 'off',
-    });
+    const { bucket, proxy, dbPath, port, daemon } = await startProxiedDaemon(20, { DB_SYNC_LEASE: 'off' });
     try {
       // A local database the store lacks is uploaded at once; then idle ticks skip.
       let metrics = '';

@@ -5,20 +5,15 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { freePort, runCli, startCli, waitFor, type Running } from '../helpers/cli.js';
+import { startProxiedDaemon } from '../helpers/daemon.js';
 import { addRows, createDatabase, tempDir } from '../helpers/db.js';
-import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { createBucket, s3Env, s3Info } from '../helpers/s3.js';
 
 /** Distinctive values: any appearance in output is a leak, not a coincidence. */
 const SECRET = 'dbSyncE2E/Secret+Key/9fQ2xLmZ7vR4';
 const TOKEN = 'IQoJb3JpZ2luX2VjEdbSyncE2ESessionToken//////////wEaCXVz=';
-
-const proxies: FaultProxy[] = [];
-afterAll(async () => {
-  await Promise.all(proxies.map((p) => p.close()));
-});
 
 /** Every body the health server gives for its paths, a 404 and a 405 included. */
 async function scrapeAll(port: number): Promise<string> {
@@ -48,21 +43,7 @@ async function stop(daemon: Running): Promise<number> {
 
 describe('credentials stay out of logs, errors and endpoints', () => {
   it('a running daemon at trace level, with S3 failing in every way, never shows its secret key', async () => {
-    const { bucket } = await createBucket();
-    const proxy = await startFaultProxy(s3Info().endpoint);
-    proxies.push(proxy);
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, 5);
-    const port = await freePort();
-    const daemon = startCli(['run'], {
-      ...s3Env(bucket),
-      DB_S3_ENDPOINT: proxy.url,
-      DB_LOCAL_PATH: dbPath,
-      DB_SYNC_INTERVAL: '1s',
-      DB_SYNC_HEALTH_PORT: String(port),
-      LOG_LEVEL: 'trace',
-    });
+    const { proxy, dbPath, port, daemon } = await startProxiedDaemon(5, { LOG_LEVEL: 'trace' });
     const bodies: string[] = [];
     try {
       await waitFor('the first upload', () => daemon.logs().some((l) => l.msg === 'snapshot uploaded'));

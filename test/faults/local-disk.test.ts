@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { freePort, httpStatus, runCli, startCli, waitFor } from '../helpers/cli.js';
 import { addRows, createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
-import { awsCli, createBucket, s3Info } from '../helpers/s3.js';
-import { daemonEnv, keys, logged, logLines, remoteCopy, tempFiles } from './support.js';
+import { createBucket, s3Info, seededBucket } from '../helpers/s3.js';
+import { bucketAndDatabase, daemonEnv, keys, logged, logLines, remoteCopy, tempFiles } from './support.js';
 
 /** Mount a tmpfs of `sizeBytes` on a new directory (unmounted when the test ends); skips the test when it cannot. */
 function tmpfs(ctx: TestContext, sizeBytes: number): string {
@@ -114,11 +114,7 @@ describe('fault: what is at the database path', () => {
   });
 
   it('a missing directory: created on restore (as `aws s3 cp` did); a file in the way is a clear exit 7', async () => {
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const seed = join(dir, 'seed.sqlite3');
-    createDatabase(seed, 12);
-    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+    const { bucket, dir } = await seededBucket(12);
 
     const dbPath = join(dir, 'fresh', 'volume', 'db.sqlite3');
     const port = await freePort();
@@ -158,10 +154,7 @@ function holdExclusiveLock(dbPath: string, rows: number, holdMs: number): { lock
 
 describe('fault: locks and journal modes', () => {
   it('rollback-journal mode works and warns once; a lock held by the app delays a snapshot without failing it', async () => {
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, 10, { wal: false });
+    const { bucket, dir, dbPath } = await bucketAndDatabase(10, { wal: false });
     const daemon = startCli(['run'], env(bucket, dbPath));
     await waitFor('the journal-mode warning', () => logged(daemon, /^the database is in rollback-journal mode/));
     expect(logged(daemon, 'snapshot uploaded')).toBe(true);
@@ -189,10 +182,7 @@ describe('fault: locks and journal modes', () => {
     'a database locked for longer than the busy timeout: upload exits 7 saying it is locked, nothing uploaded',
     { timeout: 90_000 },
     async () => {
-      const { bucket } = await createBucket();
-      const dir = tempDir();
-      const dbPath = join(dir, 'db.sqlite3');
-      createDatabase(dbPath, 4, { wal: false });
+      const { bucket, dir, dbPath } = await bucketAndDatabase(4, { wal: false });
       const lock = holdExclusiveLock(dbPath, 1, 40_000);
       await lock.locked;
       const result = await runCli(['upload'], env(bucket, dbPath));

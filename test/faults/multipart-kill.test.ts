@@ -4,22 +4,18 @@
  * killed one left: the incomplete multipart upload (S3 bills its parts) and the temp snapshot file.
  */
 import { statSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PART_SIZE_BYTES } from '../../src/replica/s3-store.js';
 import { freePort, httpStatus, startCli, waitFor } from '../helpers/cli.js';
-import { addRows, createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
-import { awsCli, createBucket } from '../helpers/s3.js';
-import { daemonEnv, logged, logLines, multipartUploads, proxyForFile, remoteCopy, tempFiles } from './support.js';
+import { addRows, integrity, rowCount } from '../helpers/db.js';
+import { awsCli } from '../helpers/s3.js';
+import { bucketAndDatabase, daemonEnv, logged, logLines, multipartUploads, proxyForFile, remoteCopy, tempFiles } from './support.js';
 
 describe('fault: SIGKILL during a multipart upload', () => {
   it('leaves the previous snapshot in S3; the next start aborts the orphaned upload and removes the temp file', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
     // Bigger than one part, so the upload is multipart (three parts).
-    createDatabase(dbPath, 20_000, { bodyBytes: 1_000 });
+    const { bucket, dir, dbPath } = await bucketAndDatabase(20_000, { bodyBytes: 1_000 });
     expect(statSync(dbPath).size).toBeGreaterThan(2 * PART_SIZE_BYTES);
     await awsCli(bucket, ['s3', 'cp', dbPath, `s3://${bucket}/db.sqlite3`]);
     const previous = await remoteCopy(bucket, dir);

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort, httpStatus, runCli, startCli, waitFor } from '../helpers/cli.js';
 import { addRows, createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
-import { awsCli, createBucket } from '../helpers/s3.js';
-import { daemonEnv, healthJson, logged, logLines, proxyForFile, remoteCopy } from './support.js';
+import { awsCli, createBucket, seededBucket } from '../helpers/s3.js';
+import { bucketAndDatabase, daemonEnv, healthJson, logged, logLines, proxyForFile, remoteCopy } from './support.js';
 
 /** A bucket policy that denies every data call to everyone, the bucket's owner included. */
 function denyAll(bucket: string): string {
@@ -59,11 +59,7 @@ describe('fault: credentials, bucket and permissions', () => {
 
   it('access denied at start: exit 3 naming the permissions, no retry loop', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const seed = join(dir, 'seed.sqlite3');
-    createDatabase(seed, 6);
-    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+    const { bucket, dir } = await seededBucket(6);
     await awsCli(bucket, ['s3api', 'put-bucket-policy', '--bucket', bucket, '--policy', denyAll(bucket)]);
     try {
       const dbPath = join(dir, 'db.sqlite3');
@@ -82,10 +78,7 @@ describe('fault: credentials, bucket and permissions', () => {
 
   it('access denied while running: keeps running and ready, one request per attempt at backoff pace, catches up when granted', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, 8);
+    const { bucket, dir, dbPath } = await bucketAndDatabase(8);
     const port = await freePort();
     const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_HEALTH_PORT: String(port) }));
     await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));

@@ -7,19 +7,26 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort, httpStatus, runCli, startCli, waitFor } from '../helpers/cli.js';
-import { addRows, createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
-import { awsCli, createBucket } from '../helpers/s3.js';
+import { addRows, integrity, rowCount } from '../helpers/db.js';
+import { awsCli, seededBucket } from '../helpers/s3.js';
 import { startWriter } from '../helpers/writer.js';
-import { daemonEnv, healthJson, healthProbe, keys, logged, logLines, proxyForFile, remoteCopy, tempFiles } from './support.js';
+import {
+  bucketAndDatabase,
+  daemonEnv,
+  healthJson,
+  healthProbe,
+  keys,
+  logged,
+  logLines,
+  proxyForFile,
+  remoteCopy,
+  tempFiles,
+} from './support.js';
 
 describe('fault: S3 unreachable at start', () => {
   it('stays not ready and says why, retrying with backoff; restores once S3 answers', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const seed = join(dir, 'seed.sqlite3');
-    createDatabase(seed, 50);
-    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+    const { bucket, dir } = await seededBucket(50);
 
     proxy.set({ kind: 'reset' });
     const mark = proxy.mark();
@@ -55,11 +62,7 @@ describe('fault: S3 unreachable at start', () => {
 
   it('with the lease on (the default), retries its probe too instead of exiting, then restores', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const seed = join(dir, 'seed.sqlite3');
-    createDatabase(seed, 7);
-    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+    const { bucket, dir } = await seededBucket(7);
     proxy.set({ kind: 'reset' });
     const dbPath = join(dir, 'db.sqlite3');
     const port = await freePort();
@@ -79,11 +82,7 @@ describe('fault: S3 unreachable at start', () => {
 
   it('gives up after DB_SYNC_RESTORE_TIMEOUT with exit 1, never ready, no database created', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const seed = join(dir, 'seed.sqlite3');
-    createDatabase(seed, 5);
-    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+    const { bucket, dir } = await seededBucket(5);
     proxy.set({ kind: 'reset' });
     const dbPath = join(dir, 'db.sqlite3');
     const result = await runCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_RESTORE_TIMEOUT: '3s' }));
@@ -98,10 +97,7 @@ describe('fault: S3 unreachable at start', () => {
 
   it('with a database on the volume, keeps trying rather than exiting, then keeps and uploads the local changes', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, 20);
+    const { bucket, dir, dbPath } = await bucketAndDatabase(20);
     await awsCli(bucket, ['s3', 'cp', dbPath, `s3://${bucket}/db.sqlite3`]);
     addRows(dbPath, 3);
 
@@ -128,10 +124,7 @@ describe('fault: S3 unreachable at start', () => {
 describe('fault: S3 throttling and failing while running', () => {
   it('keeps running, backs off without a retry storm, reports degraded, and catches up when S3 returns', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, 10);
+    const { bucket, dir, dbPath } = await bucketAndDatabase(10);
     const port = await freePort();
     const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_HEALTH_PORT: String(port) }));
     await waitFor('readiness', async () => (await httpStatus(port, '/readyz')) === 200);
@@ -173,10 +166,7 @@ describe('fault: S3 throttling and failing while running', () => {
 
   it('absorbs short bursts of 500s and dropped connections inside one sync, with no failed sync', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, 10);
+    const { bucket, dir, dbPath } = await bucketAndDatabase(10);
     const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath));
     await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));
 

@@ -6,9 +6,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort, httpStatus, startCli, waitFor } from '../helpers/cli.js';
-import { addRows, createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
-import { awsCli, createBucket } from '../helpers/s3.js';
-import { daemonEnv, keys, logged, multipartUploads, proxyForFile, remoteCopy, tempFiles } from './support.js';
+import { addRows, integrity, rowCount } from '../helpers/db.js';
+import { awsCli, seededBucket } from '../helpers/s3.js';
+import { bucketAndDatabase, daemonEnv, keys, logged, multipartUploads, proxyForFile, remoteCopy, tempFiles } from './support.js';
 
 /** 20 MB: three multipart parts, several seconds on the throttled link. */
 const ROWS = 20_000;
@@ -25,11 +25,7 @@ async function versionsOf(bucket: string, key: string): Promise<number> {
 describe('fault: signals at awkward moments', () => {
   it('SIGTERM during the initial restore: stops at once, installs nothing, uploads nothing', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const seed = join(dir, 'seed.sqlite3');
-    createDatabase(seed, ROWS, { bodyBytes: BODY_BYTES });
-    await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+    const { bucket, dir } = await seededBucket(ROWS, { bodyBytes: BODY_BYTES });
     const before = await remoteCopy(bucket, dir);
 
     proxy.set(SLOW_LINK, { match: (r) => r.op === 'GetObject' });
@@ -53,10 +49,7 @@ describe('fault: signals at awkward moments', () => {
 
   it('SIGTERM during an upload: the upload finishes, then the final sync uploads what came after', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, ROWS, { bodyBytes: BODY_BYTES });
+    const { bucket, dir, dbPath } = await bucketAndDatabase(ROWS, { bodyBytes: BODY_BYTES });
     const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_SHUTDOWN_TIMEOUT: '60s' }));
     await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));
 
@@ -78,10 +71,7 @@ describe('fault: signals at awkward moments', () => {
 
   it('SIGTERM twice during the final upload: exits 130 at once, says the changes are not in S3, leaves no partial upload', async () => {
     const proxy = await proxyForFile();
-    const { bucket } = await createBucket();
-    const dir = tempDir();
-    const dbPath = join(dir, 'db.sqlite3');
-    createDatabase(dbPath, ROWS, { bodyBytes: BODY_BYTES });
+    const { bucket, dir, dbPath } = await bucketAndDatabase(ROWS, { bodyBytes: BODY_BYTES });
     const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_INTERVAL: '1h', DB_SYNC_SHUTDOWN_TIMEOUT: '60s' }));
     await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));
     const before = await remoteCopy(bucket, dir);

@@ -9,8 +9,8 @@ import { onTestFinished } from 'vitest';
 import { TEMP_MARKER } from '../../src/fs-atomic.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { httpStatus, runCli, type Running } from '../helpers/cli.js';
-import { integrity, rowCount } from '../helpers/db.js';
-import { awsCli, s3Env, s3Info } from '../helpers/s3.js';
+import { createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
+import { awsCli, createBucket, s3Env, s3Info } from '../helpers/s3.js';
 
 /** A fault proxy in front of the local S3 server, closed when the test ends. */
 export async function proxyForFile(): Promise<FaultProxy> {
@@ -33,6 +33,21 @@ export function daemonEnv(bucket: string, endpoint: string, dbPath: string, extr
     DB_SYNC_LEASE: 'off',
     ...extra,
   };
+}
+
+/**
+ * A fresh, empty versioned bucket and a `rows`-row database at `dir/db.sqlite3`: a volume whose data the
+ * store does not have yet. (For a bucket that already holds a database, see `seededBucket`.)
+ */
+export async function bucketAndDatabase(
+  rows: number,
+  options: { wal?: boolean; bodyBytes?: number } = {},
+): Promise<{ bucket: string; dir: string; dbPath: string }> {
+  const { bucket } = await createBucket();
+  const dir = tempDir();
+  const dbPath = join(dir, 'db.sqlite3');
+  createDatabase(dbPath, rows, options);
+  return { bucket, dir, dbPath };
 }
 
 export const sha256File = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');

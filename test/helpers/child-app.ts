@@ -18,6 +18,8 @@
 import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './db.js';
+import { createBucket, s3Env, seededBucket } from './s3.js';
 
 const driver = createRequire(import.meta.url).resolve('better-sqlite3');
 
@@ -80,6 +82,26 @@ export function writeChildApp(dir: string): string {
   const path = join(dir, 'app.cjs');
   writeFileSync(path, SOURCE);
   return path;
+}
+
+/** Where an `exec` or entrypoint.sh test starts from. */
+export interface AppSetup {
+  readonly bucket: string;
+  readonly dir: string;
+  readonly dbPath: string;
+  readonly app: string;
+  readonly env: Record<string, string>;
+}
+
+/**
+ * A bucket holding a `seedRows`-row database at `db.sqlite3` (none for 0), a temp dir with the app in it,
+ * and db-sync's environment: the database at `dir/db.sqlite3`, a 1 s interval, no health server port.
+ */
+export async function appSetup(seedRows = 50): Promise<AppSetup> {
+  const { bucket, dir } = seedRows > 0 ? await seededBucket(seedRows) : { bucket: (await createBucket()).bucket, dir: tempDir() };
+  const dbPath = join(dir, 'db.sqlite3');
+  const env = { ...s3Env(bucket), DB_LOCAL_PATH: dbPath, DB_SYNC_INTERVAL: '1s', DB_SYNC_HEALTH_PORT: '0' };
+  return { bucket, dir, dbPath, app: writeChildApp(dir), env };
 }
 
 /** The app's lines in a stdout it shares with db-sync's JSON log lines, in order. */

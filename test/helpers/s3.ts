@@ -1,10 +1,12 @@
 /** Access to the real local S3 server for tests: buckets, a raw client, and the AWS CLI. */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, PutBucketVersioningCommand, S3Client } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
 import { S3Store } from '../../src/replica/s3-store.js';
+import { createDatabase, tempDir } from './db.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -86,4 +88,17 @@ export async function awsCli(bucket: string, args: readonly string[]): Promise<s
     },
   });
   return stdout;
+}
+
+/**
+ * A fresh versioned bucket holding a `rows`-row database at `db.sqlite3`, put there with the AWS CLI, and
+ * the temp dir it was made in (as `seed.sqlite3`).
+ */
+export async function seededBucket(rows: number, options: { bodyBytes?: number } = {}): Promise<{ bucket: string; dir: string }> {
+  const { bucket } = await createBucket();
+  const dir = tempDir();
+  const seed = join(dir, 'seed.sqlite3');
+  createDatabase(seed, rows, options);
+  await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
+  return { bucket, dir };
 }

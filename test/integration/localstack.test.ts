@@ -27,13 +27,16 @@ async function dockerUnavailableReason(): Promise<string | undefined> {
 const reason = await dockerUnavailableReason();
 if (reason) console.log(`[localstack] skipped: no Docker engine reachable (${reason})`);
 
-describe.skipIf(reason !== undefined)('S3 store on LocalStack', () => {
-  let container: StartedLocalStackContainer;
-  let store: S3Store;
-  const bucket = 'db-sync-localstack';
+/**
+ * For the enclosing suite: a LocalStack container of `image` with the versioned bucket `bucket`, and an S3
+ * store on it (`.store`, set once the suite's setup has run); both closed after the suite.
+ */
+function localstackBucket(image: string, bucket: string): { readonly store: S3Store } {
+  let container: StartedLocalStackContainer | undefined;
+  let store: S3Store | undefined;
 
   beforeAll(async () => {
-    container = await new LocalstackContainer('localstack/localstack:3.8').start();
+    container = await new LocalstackContainer(image).start();
     process.env.AWS_ACCESS_KEY_ID = 'test';
     process.env.AWS_SECRET_ACCESS_KEY = 'test';
     const client = new S3Client({ endpoint: container.getConnectionUri(), region: 'us-east-1', forcePathStyle: true });
@@ -48,10 +51,22 @@ describe.skipIf(reason !== undefined)('S3 store on LocalStack', () => {
     await container?.stop();
   });
 
+  return {
+    get store(): S3Store {
+      if (!store) throw new Error(`LocalStack (${image}) did not start`);
+      return store;
+    },
+  };
+}
+
+describe.skipIf(reason !== undefined)('S3 store on LocalStack', () => {
+  const localstack = localstackBucket('localstack/localstack:3.8', 'db-sync-localstack');
+
   it('uploads a snapshot and restores it, verified', async () => {
     const dir = tempDir();
     const dbPath = join(dir, 'db.sqlite3');
     createDatabase(dbPath, 25);
+    const { store } = localstack;
     const log = silentLogger();
     const ctx = { store, key: 'db.sqlite3', dbPath, check: 'quick' as const, origin: { host: 'test', toolVersion: '0' }, log };
     const outcome = await snapshotAndUpload(ctx, {});
@@ -68,27 +83,10 @@ describe.skipIf(reason !== undefined)('S3 store on LocalStack', () => {
  * arrived in LocalStack 4, after the 3.8 image above). Not run on machines without Docker.
  */
 describe.skipIf(reason !== undefined)('lease on LocalStack', () => {
-  let container: StartedLocalStackContainer;
-  let store: S3Store;
-  const bucket = 'db-sync-lease';
-
-  beforeAll(async () => {
-    container = await new LocalstackContainer('localstack/localstack:4.4').start();
-    process.env.AWS_ACCESS_KEY_ID = 'test';
-    process.env.AWS_SECRET_ACCESS_KEY = 'test';
-    const client = new S3Client({ endpoint: container.getConnectionUri(), region: 'us-east-1', forcePathStyle: true });
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
-    await client.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
-    client.destroy();
-    store = new S3Store({ bucket, endpoint: container.getConnectionUri(), region: 'us-east-1', forcePathStyle: true });
-  }, 300_000);
-
-  afterAll(async () => {
-    store?.close();
-    await container?.stop();
-  });
+  const localstack = localstackBucket('localstack/localstack:4.4', 'db-sync-lease');
 
   it('probes conditional writes as enforced in a versioned bucket, and hands a lease from one owner to the next', async () => {
+    const { store } = localstack;
     const log = silentLogger();
     expect(await probeConditionalWrites(store, 'db.sqlite3.lease', { log })).toMatchObject({ enforced: true, problems: [] });
     const options = { store, key: 'db.sqlite3.lease', location: 'localstack', ttlMs: 30_000, log };

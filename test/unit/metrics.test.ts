@@ -11,6 +11,19 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
+/** Check several series at once: each present, with exactly this value. */
+function expectSamples(text: string, expected: Record<string, number>): void {
+  expect(Object.fromEntries(Object.keys(expected).map((series) => [series, sample(text, series)]))).toEqual(expected);
+}
+
+/** A sidecar with nothing to report: no upload yet, nothing at risk, no failures. */
+const idle = (phase: MetricsSource['phase'] = 'ready'): MetricsSource => ({
+  phase,
+  lastUpload: undefined,
+  unsyncedSince: undefined,
+  consecutiveFailures: 0,
+});
+
 function outcome(uploaded: boolean, sizeBytes = 4096): UploadOutcome {
   return {
     snapshot: { sizeBytes, sha256: 'a'.repeat(64), takenAt: new Date(), journalMode: 'wal', durationMs: 120 },
@@ -23,30 +36,27 @@ function outcome(uploaded: boolean, sizeBytes = 4096): UploadOutcome {
 
 describe('SyncMetrics', () => {
   it('exposes every db-sync metric, at zero before anything happened', async () => {
-    const metrics = new SyncMetrics(() => ({
-      phase: 'restoring',
-      lastUpload: undefined,
-      unsyncedSince: undefined,
-      consecutiveFailures: 0,
-    }));
+    const metrics = new SyncMetrics(() => idle('restoring'));
     const { contentType, body } = await metrics.render();
     expect(contentType).toContain('text/plain');
-    expect(sample(body, 'db_sync_uploads_total')).toBe(0);
-    expect(sample(body, 'db_sync_uploaded_bytes_total')).toBe(0);
-    expect(sample(body, 'db_sync_last_successful_upload_timestamp_seconds')).toBe(0);
-    expect(sample(body, 'db_sync_data_at_risk_seconds')).toBe(0);
-    expect(sample(body, 'db_sync_consecutive_failures')).toBe(0);
-    expect(sample(body, 'db_sync_ready')).toBe(0);
-    expect(sample(body, 'db_sync_lease_held')).toBe(0);
-    expect(sample(body, 'db_sync_snapshot_duration_seconds_count')).toBe(0);
-    expect(sample(body, 'db_sync_upload_duration_seconds_count')).toBe(0);
+    expectSamples(body, {
+      db_sync_uploads_total: 0,
+      db_sync_uploaded_bytes_total: 0,
+      db_sync_last_successful_upload_timestamp_seconds: 0,
+      db_sync_data_at_risk_seconds: 0,
+      db_sync_consecutive_failures: 0,
+      db_sync_ready: 0,
+      db_sync_lease_held: 0,
+      db_sync_snapshot_duration_seconds_count: 0,
+      db_sync_upload_duration_seconds_count: 0,
+    });
     expect(body).toContain('# TYPE db_sync_uploads_skipped_total counter');
     expect(body).toContain('# TYPE db_sync_failures_total counter');
     expect(body).toMatch(/^db_sync_process_resident_memory_bytes \d+/m);
   });
 
   it('counts uploads, bytes, skips and failures by kind, and reads the state gauges at scrape time', async () => {
-    let source: MetricsSource = { phase: 'ready', lastUpload: undefined, unsyncedSince: undefined, consecutiveFailures: 0 };
+    let source = idle();
     const metrics = new SyncMetrics(() => source);
     metrics.observeOutcome(outcome(true, 4096));
     metrics.observeOutcome(outcome(true, 1000));
@@ -67,27 +77,28 @@ describe('SyncMetrics', () => {
       lease: { state: 'held' },
     };
     const { body } = await metrics.render();
-    expect(sample(body, 'db_sync_uploads_total')).toBe(2);
-    expect(sample(body, 'db_sync_uploaded_bytes_total')).toBe(5096);
-    expect(sample(body, 'db_sync_snapshot_duration_seconds_count')).toBe(3);
-    expect(sample(body, 'db_sync_upload_duration_seconds_count')).toBe(2);
-    expect(sample(body, 'db_sync_uploads_skipped_total{reason="unchanged"}')).toBe(2);
-    expect(sample(body, 'db_sync_uploads_skipped_total{reason="identical"}')).toBe(1);
-    expect(sample(body, 'db_sync_failures_total{kind="SlowDown"}')).toBe(1);
-    expect(sample(body, 'db_sync_failures_total{kind="Corrupt"}')).toBe(1);
-    expect(sample(body, 'db_sync_failures_total{kind="Error"}')).toBe(1);
-    expect(sample(body, 'db_sync_last_successful_upload_timestamp_seconds')).toBe(at.getTime() / 1000);
+    expectSamples(body, {
+      db_sync_uploads_total: 2,
+      db_sync_uploaded_bytes_total: 5096,
+      db_sync_snapshot_duration_seconds_count: 3,
+      db_sync_upload_duration_seconds_count: 2,
+      'db_sync_uploads_skipped_total{reason="unchanged"}': 2,
+      'db_sync_uploads_skipped_total{reason="identical"}': 1,
+      'db_sync_failures_total{kind="SlowDown"}': 1,
+      'db_sync_failures_total{kind="Corrupt"}': 1,
+      'db_sync_failures_total{kind="Error"}': 1,
+      db_sync_last_successful_upload_timestamp_seconds: at.getTime() / 1000,
+      db_sync_consecutive_failures: 3,
+      db_sync_ready: 1,
+      db_sync_lease_held: 1,
+    });
     expect(sample(body, 'db_sync_data_at_risk_seconds')).toBeGreaterThanOrEqual(42);
     expect(sample(body, 'db_sync_data_at_risk_seconds')).toBeLessThan(100);
-    expect(sample(body, 'db_sync_consecutive_failures')).toBe(3);
-    expect(sample(body, 'db_sync_ready')).toBe(1);
-    expect(sample(body, 'db_sync_lease_held')).toBe(1);
   });
 
   it('keeps separate registries per instance (two sidecars in one process do not collide)', async () => {
-    const source = (): MetricsSource => ({ phase: 'ready', lastUpload: undefined, unsyncedSince: undefined, consecutiveFailures: 0 });
-    const a = new SyncMetrics(source);
-    const b = new SyncMetrics(source);
+    const a = new SyncMetrics(() => idle());
+    const b = new SyncMetrics(() => idle());
     a.observeRun('unchanged');
     expect(sample((await b.render()).body, 'db_sync_uploads_skipped_total{reason="unchanged"}')).toBeUndefined();
     expect(sample((await a.render()).body, 'db_sync_uploads_skipped_total{reason="unchanged"}')).toBe(1);
@@ -95,7 +106,7 @@ describe('SyncMetrics', () => {
 
   it('documents every db-sync metric in the README', () => {
     const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
-    const metrics = new SyncMetrics(() => ({ phase: 'ready', lastUpload: undefined, unsyncedSince: undefined, consecutiveFailures: 0 }));
+    const metrics = new SyncMetrics(() => idle());
     const names = metrics.registry
       .getMetricsAsArray()
       .map((m) => m.name)
