@@ -43,6 +43,8 @@ export interface SidecarOptions extends SyncLoopOptions {
 /** The lease as the sidecar reports it: `off` (disabled), `unenforced` (the store cannot enforce it), or the lease's own state. */
 export type SidecarLeaseStatus =
   | { readonly state: 'off' }
+  /** Checking whether the store enforces conditional writes (retried while it is unreachable). */
+  | { readonly state: 'probing'; readonly key: string; readonly location: string }
   | { readonly state: 'unenforced'; readonly key: string; readonly location: string; readonly problems: readonly string[] }
   | LeaseStatus;
 
@@ -137,6 +139,7 @@ export class Sidecar {
     const { log } = this.options;
     if (!options || options.mode === 'off') return;
     this.phaseValue = 'waiting-for-lease';
+    this.leaseStatus = { state: 'probing', key: options.key, location: options.store.location };
     // An unreachable store at start is retried here as for the restore: not ready, backing off, never exiting.
     const probe = await this.untilReachable(signal, (s) => probeConditionalWrites(options.store, options.key, { log, signal: s }));
     if (!probe.enforced) {
