@@ -1,0 +1,247 @@
+/**
+ * The benchmark: db-sync against the script it replaces (sqlite3 .backup + aws s3 cp) and against
+ * Litestream 0.3.13, on this machine, against its own local S3 server. See bench/README.md.
+ *
+ *   npm run bench                        # full run (10 MB, 200 MB, 1 GB): bench/results.json + bench/RESULTS.md
+ *   npm run bench -- --quick             # smoke run: 10 MB, 1 run, short windows (results in bench/.work/results)
+ *   npm run bench -- --sections upload,restore --sizes 10,200 --runs 5
+ *
+ * Expects `dist/` to be built (`npm run bench` builds first).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import { format, resolveConfig } from 'prettier';
+import { createContext, SECTIONS, type Context, type Options, type Section } from './lib/context.js';
+import { CLI } from './lib/dbsync.js';
+import { machineInfo, versions } from './lib/machine.js';
+import { GNU_TIME } from './lib/proc.js';
+import { evaluateTargets, renderMarkdown, type Results } from './lib/report.js';
+import { ROOT, serverSettings, startServer, stopServer } from './lib/s3.js';
+import { median, round } from './lib/stats.js';
+import { startIdle, type IdleRun } from './sections/idle.js';
+import { dataAtRisk } from './sections/risk.js';
+import { restoreSize, uploadSize, type SizeResult } from './sections/transfer.js';
+import { writerImpact } from './sections/writer-impact.js';
+
+// The SDK's Node-version notice (see src/cli.ts) in the middle of the progress lines.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const USAGE = `usage: tsx bench/run.ts [--quick] [--sections ${SECTIONS.join(',')}] [--sizes 10,200,1000]
+  [--runs N] [--runs-large N] [--writer-seconds S] [--writer-size MB] [--rate N] [--idle-seconds S]
+  [--interval 5s] [--no-overlap] [--out DIR] [--keep-server] [--keep-work]
+  [--render]   only re-render RESULTS.md (targets included) from the results.json in --out (default bench/)`;
+
+function parseOptions(argv: string[]): { opts: Options; out: string | undefined; render: boolean } {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      sections: { type: 'string' },
+      sizes: { type: 'string' },
+      runs: { type: 'string' },
+      'runs-large': { type: 'string' },
+      'writer-seconds': { type: 'string' },
+      'writer-size': { type: 'string' },
+      rate: { type: 'string' },
+      'idle-seconds': { type: 'string' },
+      interval: { type: 'string' },
+      'no-overlap': { type: 'boolean', default: false },
+      out: { type: 'string' },
+      'keep-server': { type: 'boolean', default: false },
+      'keep-work': { type: 'boolean', default: false },
+      render: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const quick = values.quick ?? false;
+  const num = (raw: string | undefined, fallback: number, name: string): number => {
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}=${raw}: expected a positive number\n${USAGE}`);
+    return n;
+  };
+  const sections = values.sections ? values.sections.split(',').map((s) => s.trim()) : [...SECTIONS];
+  for (const s of sections) if (!SECTIONS.includes(s as Section)) throw new Error(`--sections: unknown section "${s}"\n${USAGE}`);
+  const sizes = values.sizes ? values.sizes.split(',').map((s) => num(s.trim(), 0, 'sizes')) : quick ? [10] : [10, 200, 1000];
+  const opts: Options = {
+    quick,
+    sections: sections as Section[],
+    sizes,
+    runs: num(values.runs, quick ? 1 : 3, 'runs'),
+    runsLarge: num(values['runs-large'], quick ? 1 : 2, 'runs-large'),
+    writerSizeMB: num(values['writer-size'], quick ? 10 : 200, 'writer-size'),
+    writerSeconds: num(values['writer-seconds'], quick ? 10 : 40, 'writer-seconds'),
+    rate: num(values.rate, 200, 'rate'),
+    idleSeconds: num(values['idle-seconds'], quick ? 120 : 600, 'idle-seconds'),
+    idleSizeMB: 10,
+    riskSizeMB: 10,
+    overlapIdle: !values['no-overlap'],
+    shortInterval: values.interval ?? '5s',
+    killAfterS: quick ? [12] : [17, 21, 24],
+    killAfterDefaultS: quick ? 20 : 90,
+    keepServer: values['keep-server'] ?? false,
+    keepWork: values['keep-work'] ?? false,
+  };
+  return { opts, out: values.out, render: values.render ?? false };
+}
+
+/** Refuse to start without the tools and the disk space the run needs. */
+function preflight(opts: Options, work: string): void {
+  const missing = [GNU_TIME, '/usr/bin/aws', CLI].filter((p) => !existsSync(p));
+  try {
+    execFileSync('sqlite3', ['--version'], { stdio: 'ignore' });
+  } catch {
+    missing.push('sqlite3');
+  }
+  if (missing.length) {
+    throw new Error(
+      `missing: ${missing.join(', ')}. Install with \`apt-get install -y time awscli sqlite3\`; build db-sync with \`npm run build\``,
+    );
+  }
+  const st = statfsSync(work);
+  const freeMB = (st.bavail * st.bsize) / 1e6;
+  const largest = Math.max(...opts.sizes, opts.writerSizeMB);
+  // Pristine copies of every size, a live copy per tool, a snapshot/backup temp, three restored copies.
+  const needMB = opts.sizes.reduce((a, b) => a + b, 0) + largest * 7 + 1000;
+  if (freeMB < needMB) throw new Error(`${work}: ${Math.round(freeMB)} MB free, the run needs about ${Math.round(needMB)} MB`);
+}
+
+async function main(): Promise<void> {
+  const { opts, out: outArg, render } = parseOptions(process.argv.slice(2));
+  if (render) {
+    const dir = outArg ?? join(ROOT, 'bench');
+    const saved = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as Results;
+    saved.targets = evaluateTargets(saved);
+    await writeJson(join(dir, 'results.json'), saved);
+    writeFileSync(join(dir, 'RESULTS.md'), renderMarkdown(saved));
+    process.stderr.write(`[bench] re-rendered ${join(dir, 'RESULTS.md')}\n`);
+    return;
+  }
+  const full = !opts.quick && opts.sections.length === SECTIONS.length;
+  const work = join(ROOT, 'bench', '.work');
+  const outDir = outArg ?? (full ? join(ROOT, 'bench') : join(work, 'results'));
+  mkdirSync(work, { recursive: true });
+  for (const name of ['logs', 'results']) rmSync(join(work, name), { recursive: true, force: true });
+  mkdirSync(outDir, { recursive: true });
+  preflight(opts, work);
+
+  const loadBefore = loadavg().map((x) => round(x, 2));
+  const loadSamples: number[] = [];
+  const sampler = setInterval(() => loadSamples.push(loadavg()[0] ?? 0), 30_000);
+  const started = performance.now();
+  const settings = serverSettings();
+  process.stderr.write(`[bench] starting the benchmark's own S3 server on 127.0.0.1:${settings.port} (${settings.dir})\n`);
+  const info = await startServer(settings);
+  const ctx = createContext(opts, work, settings, info);
+  ctx.log(`load average before: ${loadBefore.join(' ')}; options: ${JSON.stringify(opts)}`);
+  const failures: string[] = [];
+  const sizes: Record<string, SizeResult> = {};
+  const results: Results = {
+    date: new Date().toISOString(),
+    durationS: 0,
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    options: { ...opts },
+    machine: machineInfo(work),
+    versions: versions(),
+    load: { before: loadBefore, after: [], during: { min: 0, median: 0, max: 0, samples: 0 } },
+    sizes,
+    targets: [],
+    failures,
+  };
+  const attempt = async (name: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (error) {
+      const message = `${name}: ${(error as Error).stack ?? String(error)}`;
+      ctx.log(`FAILED ${message}`);
+      failures.push(`${name}: ${(error as Error).message}`);
+    }
+  };
+  const has = (s: Section): boolean => opts.sections.includes(s);
+  try {
+    let fresh = true;
+    for (const sizeMB of opts.sizes) {
+      if (!has('upload') && !has('restore')) break;
+      if (!fresh) await restart(ctx);
+      fresh = false;
+      const entry: SizeResult = {};
+      sizes[String(sizeMB)] = entry;
+      if (has('upload')) await attempt(`upload ${sizeMB} MB`, async () => void (entry.upload = await uploadSize(ctx, sizeMB)));
+      if (has('restore')) await attempt(`restore ${sizeMB} MB`, async () => void (entry.restore = await restoreSize(ctx, sizeMB)));
+    }
+    if (has('writer')) {
+      if (!fresh) await restart(ctx);
+      fresh = false;
+      await attempt('writer', async () => void (results.writer = await writerImpact(ctx)));
+    }
+    if (has('idle') || has('risk')) {
+      if (!fresh) await restart(ctx);
+      let idle: IdleRun | undefined;
+      if (has('idle')) await attempt('idle (start)', async () => void (idle = await startIdle(ctx)));
+      if (has('risk') && (!idle || opts.overlapIdle)) {
+        if (idle) ctx.log('data at risk runs inside the idle window (--no-overlap to run them one after the other)');
+        await attempt('risk', async () => void (results.risk = await dataAtRisk(ctx)));
+      }
+      const running = idle;
+      if (running) await attempt('idle', async () => void (results.idle = await running.finish()));
+      if (has('risk') && idle && !opts.overlapIdle) await attempt('risk', async () => void (results.risk = await dataAtRisk(ctx)));
+    }
+  } finally {
+    clearInterval(sampler);
+    ctx.s3.destroy();
+    if (!opts.keepServer) await stopServer(settings).catch((e: unknown) => ctx.log(`stopping the S3 server: ${String(e)}`));
+  }
+  const loadAfter = loadavg().map((x) => round(x, 2));
+  const samples = loadSamples.length ? loadSamples : [loadAfter[0] ?? 0];
+  const final: Results = {
+    ...results,
+    durationS: round((performance.now() - started) / 1000, 0),
+    load: {
+      before: loadBefore,
+      after: loadAfter,
+      during: {
+        min: round(Math.min(...samples), 2),
+        median: round(median(samples), 2),
+        max: round(Math.max(...samples), 2),
+        samples: samples.length,
+      },
+    },
+  };
+  final.targets = evaluateTargets(final);
+  await writeJson(join(outDir, 'results.json'), final);
+  writeFileSync(join(outDir, 'RESULTS.md'), renderMarkdown(final));
+  ctx.log(`load average after: ${loadAfter.join(' ')}`);
+  ctx.log(`wrote ${relative(process.cwd(), join(outDir, 'RESULTS.md'))} and results.json`);
+  for (const t of final.targets) ctx.log(`target ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured}`);
+  // The work files (GBs of databases) go; the logs stay when something failed.
+  if (!opts.keepWork) {
+    const keep = new Set(['results', ...(failures.length ? ['logs'] : [])]);
+    for (const entry of readdirSync(work)) if (!keep.has(entry)) rmSync(join(work, entry), { recursive: true, force: true });
+  }
+  if (failures.length) process.exitCode = 1;
+}
+
+/** Write `value` as JSON formatted the way the repository's Prettier config wants it (`npm run lint` checks it). */
+async function writeJson(path: string, value: unknown): Promise<void> {
+  const config = (await resolveConfig(path)) ?? {};
+  writeFileSync(path, await format(JSON.stringify(value), { ...config, parser: 'json' }));
+}
+
+/** Restart the S3 server: RGW's memstore frees deleted data only hours later, so this is how memory comes back. */
+async function restart(ctx: Context): Promise<void> {
+  ctx.log('restarting the S3 server (frees its memory)');
+  await ctx.freshServer();
+  ctx.uploaded.clear();
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`[bench] ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

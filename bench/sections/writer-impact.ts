@@ -1,0 +1,181 @@
+/**
+ * Section 4, writer impact: a separate process inserts rows at a steady rate (one autocommit INSERT each,
+ * as a web request would) for a fixed window, timing every insert. Three scenarios, in rotating order:
+ * no sync at all; `db-sync run` with a short interval (so several snapshots fall inside the window);
+ * `litestream replicate` (after its first snapshot, i.e. steady replication).
+ *
+ * For db-sync it also reports the inserts that overlapped a snapshot (the backup-API copy + check + hash,
+ * from its "snapshot uploaded" log lines), the case the target is about.
+ */
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startWriter, type WriterResult } from '../lib/app-writer.js';
+import { copyDb, rotate, type Context } from '../lib/context.js';
+import * as dbsync from '../lib/dbsync.js';
+import { LITESTREAM_BIN, waitForSnapshot, writeConfig } from '../lib/litestream.js';
+import { startMeasured, stopMeasured, type Usage } from '../lib/proc.js';
+import { createBucket, s3Env } from '../lib/s3.js';
+import { median, round, summarize, type LatencySummary } from '../lib/stats.js';
+
+export const WRITER_SCENARIOS = ['no sync', 'db-sync', 'litestream'] as const;
+export type WriterScenario = (typeof WRITER_SCENARIOS)[number];
+
+export interface LatencyMedians {
+  readonly count: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+}
+
+export interface ScenarioResult {
+  /** Every insert in the window, per run. */
+  readonly runs: LatencySummary[];
+  readonly median: LatencyMedians;
+  /** Inserts that overlapped a db-sync snapshot (copy + check + hash), per run and median. */
+  readonly duringSnapshot?: { readonly runs: LatencySummary[]; readonly median: LatencyMedians };
+  /** Snapshots uploaded inside the window, per run, and their median copy and upload times. */
+  readonly snapshots?: { readonly perRun: number[]; readonly snapshotS: number; readonly uploadS: number };
+  /** Inserts that failed (SQLITE_BUSY past the 5 s busy timeout), per run. */
+  readonly errors: number[];
+  /** The sync tool's process usage (whole run incl. its start and stop), per run. */
+  readonly usage?: Usage[];
+}
+
+export interface WriterImpactResult {
+  readonly sizeMB: number;
+  readonly rate: number;
+  readonly seconds: number;
+  readonly interval: string;
+  readonly scenarios: Record<WriterScenario, ScenarioResult>;
+  /** Median p99 of each scenario over the no-sync one. */
+  readonly p99Ratios: Record<string, number>;
+}
+
+function medians(runs: readonly LatencySummary[]): LatencyMedians {
+  return {
+    count: round(median(runs.map((r) => r.count)), 0),
+    p50: round(median(runs.map((r) => r.p50)), 3),
+    p99: round(median(runs.map((r) => r.p99)), 3),
+    max: round(median(runs.map((r) => r.max)), 3),
+  };
+}
+
+interface Window {
+  readonly from: number;
+  readonly to: number;
+}
+
+/** Latencies of the inserts whose [start, commit] overlaps one of `windows` (epoch ms). */
+function overlapping(w: WriterResult, windows: readonly Window[]): number[] {
+  const out: number[] = [];
+  w.latenciesMs.forEach((lat, i) => {
+    const done = w.doneAt[i] as number;
+    const start = done - lat;
+    if (windows.some((x) => start <= x.to && done >= x.from)) out.push(lat);
+  });
+  return out;
+}
+
+export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
+  const { rate, writerSeconds: seconds, writerSizeMB: sizeMB, shortInterval: interval } = ctx.opts;
+  const pristine = ctx.database(sizeMB);
+  const bucket = `writer-${Date.now().toString(36)}`;
+  await createBucket(ctx.s3, bucket);
+  const acc: Record<WriterScenario, { runs: LatencySummary[]; during: LatencySummary[]; errors: number[]; usage: Usage[] }> = {
+    'no sync': { runs: [], during: [], errors: [], usage: [] },
+    'db-sync': { runs: [], during: [], errors: [], usage: [] },
+    litestream: { runs: [], during: [], errors: [], usage: [] },
+  };
+  const snapshotCounts: number[] = [];
+  const snapshotS: number[] = [];
+  const uploadS: number[] = [];
+  const runs = ctx.opts.runs;
+  for (let r = 0; r < runs; r += 1) {
+    for (const scenario of rotate(WRITER_SCENARIOS, r)) {
+      const tag = scenario.replace(/\W/g, '');
+      const dbPath = ctx.scratch(`writer-${tag}.sqlite3`);
+      copyDb(pristine.path, dbPath);
+      const log = join(ctx.logs, `writer-${tag}.log`);
+      const out = join(ctx.work, `writer-${tag}.json`);
+      let result: WriterResult;
+      if (scenario === 'no sync') {
+        result = await (await startWriter(dbPath, rate, seconds, out, log)).done;
+      } else if (scenario === 'db-sync') {
+        const target = { bucket, key: `writer/r${r}.sqlite3`, dbPath, interval };
+        await dbsync.upload(ctx.info, target, log); // start in sync: the daemon's first tick comes one interval later
+        const daemon = await dbsync.startDaemon(ctx.info, target, log);
+        try {
+          await daemon.ready;
+          result = await (await startWriter(dbPath, rate, seconds, out, log)).done;
+        } finally {
+          acc[scenario].usage.push(await stopMeasured(daemon.proc));
+        }
+        const windows: Window[] = [];
+        for (const u of daemon.uploads) {
+          const loggedAt = Date.parse(String(u.time));
+          const snapMs = Number(u.snapshotMs);
+          const upMs = Number(u.uploadMs);
+          const from = loggedAt - upMs - snapMs;
+          if (from < result.startedAt || loggedAt > (result.doneAt.at(-1) ?? 0)) continue; // the final sync, after the window
+          windows.push({ from, to: loggedAt - upMs });
+          snapshotS.push(snapMs / 1000);
+          uploadS.push(upMs / 1000);
+        }
+        snapshotCounts.push(windows.length);
+        acc[scenario].during.push(summarize(overlapping(result, windows)));
+      } else {
+        const path = `writer/litestream-r${r}`;
+        const config = writeConfig(join(ctx.work, `writer-litestream-r${r}.yml`), ctx.info, {
+          dbPath,
+          bucket,
+          path,
+          endpoint: ctx.info.endpoint,
+        });
+        const proc = await startMeasured(LITESTREAM_BIN, ['replicate', '-config', config], { logFile: log, env: s3Env(ctx.info) });
+        try {
+          await waitForSnapshot(ctx.s3, bucket, path, 120_000);
+          await sleep(1_000);
+          result = await (await startWriter(dbPath, rate, seconds, out, log)).done;
+        } finally {
+          acc[scenario].usage.push(await stopMeasured(proc));
+        }
+      }
+      const s = summarize(result.latenciesMs);
+      acc[scenario].runs.push(s);
+      acc[scenario].errors.push(result.errors);
+      ctx.log(
+        `writer run ${r + 1}/${runs} ${scenario}: ${s.count} inserts, p50 ${s.p50.toFixed(2)} ms, p99 ${s.p99.toFixed(2)} ms, max ${s.max.toFixed(1)} ms` +
+          (result.errors ? `, ${result.errors} errors` : ''),
+      );
+    }
+  }
+  const scenarios = {} as Record<WriterScenario, ScenarioResult>;
+  for (const scenario of WRITER_SCENARIOS) {
+    const a = acc[scenario];
+    scenarios[scenario] = {
+      runs: a.runs,
+      median: medians(a.runs),
+      errors: a.errors,
+      ...(a.usage.length ? { usage: a.usage } : {}),
+      ...(scenario === 'db-sync'
+        ? {
+            duringSnapshot: { runs: a.during, median: medians(a.during) },
+            snapshots: { perRun: snapshotCounts, snapshotS: round(median(snapshotS), 3), uploadS: round(median(uploadS), 3) },
+          }
+        : {}),
+    };
+  }
+  const base = scenarios['no sync'].median.p99;
+  return {
+    sizeMB,
+    rate,
+    seconds,
+    interval,
+    scenarios,
+    p99Ratios: {
+      'db-sync (all inserts)': round(scenarios['db-sync'].median.p99 / base, 2),
+      'db-sync (during snapshots)': round((scenarios['db-sync'].duringSnapshot?.median.p99 ?? Number.NaN) / base, 2),
+      litestream: round(scenarios.litestream.median.p99 / base, 2),
+    },
+  };
+}
