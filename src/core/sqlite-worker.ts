@@ -1,9 +1,10 @@
 /**
- * Runs SQLite's slow synchronous work (the online backup, integrity checks) on a worker thread.
+ * Runs SQLite's slow synchronous work (the online backup, integrity checks) on worker threads.
  *
  * better-sqlite3 is synchronous: copying a 1 GB database or running integrity_check on it holds the thread
  * for seconds. On the main thread that would stall the health server and make ECS think the sidecar hung,
- * so each task gets a short-lived worker. Aborting the task terminates the worker at once.
+ * so each task gets a short-lived worker. Aborting the task terminates the worker at once. The copy and
+ * its check are separate tasks so that callers can hash the copy while it is being checked.
  *
  * The worker body is a small CommonJS script passed as source (`eval: true`), with the driver's resolved
  * path, so it runs the same from `src/` under vitest and from `dist/` in production.
@@ -19,8 +20,7 @@ const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
 export const BUSY_TIMEOUT_MS = 30_000;
 
 export type WorkerTask =
-  | { op: 'snapshot'; source: string; destination: string; check: IntegrityCheck; busyTimeoutMs: number }
-  | { op: 'check'; path: string; check: IntegrityCheck };
+  { op: 'snapshot'; source: string; destination: string; busyTimeoutMs: number } | { op: 'check'; path: string; check: IntegrityCheck };
 
 export interface CheckResult {
   /** `true` when the file is SQLite and the check found nothing. */
@@ -32,7 +32,6 @@ export interface CheckResult {
 }
 
 export interface SnapshotWorkerResult {
-  readonly check: CheckResult;
   /** Journal mode of the source database (`wal`, `delete`, ...). */
   readonly sourceJournalMode: string;
 }
@@ -46,7 +45,8 @@ const fs = require('node:fs');
 function check(path, kind) {
   let db;
   try {
-    db = new Database(path, { fileMustExist: true });
+    // Read-only: the checked file is hashed at the same time and installed or uploaded afterwards, byte for byte.
+    db = new Database(path, { fileMustExist: true, readonly: true });
     const journalMode = String(db.pragma('journal_mode', { simple: true }));
     const pageCount = Number(db.pragma('page_count', { simple: true }));
     if (kind === 'none') {
@@ -78,7 +78,7 @@ async function snapshot(task) {
   } finally {
     source.close();
   }
-  return { check: check(task.destination, task.check), sourceJournalMode };
+  return { sourceJournalMode };
 }
 
 (async () => {

@@ -149,9 +149,11 @@ describe('takeSnapshot', () => {
       // The SQLite part alone (no async hashing after it): only a worker thread leaves room for timers.
       ticks = 0;
       const destination = join(path, '..', `copy${TEMP_MARKER}x`);
-      const result = await runSqliteTask({ op: 'snapshot', source: path, destination, check: 'quick', busyTimeoutMs: 1000 });
+      const result = await runSqliteTask({ op: 'snapshot', source: path, destination, busyTimeoutMs: 1000 });
+      const check = await runSqliteTask({ op: 'check', path: destination, check: 'quick' });
       rmSync(destination);
-      expect(result.check.ok).toBe(true);
+      expect(result.sourceJournalMode).toBe('wal');
+      expect(check.ok).toBe(true);
       expect(ticks).toBeGreaterThan(0);
     } finally {
       clearInterval(timer);
