@@ -59,18 +59,42 @@ const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   health: { summary: 'probe a running daemon: exit 0 when ready (--live: when alive), 8 otherwise' },
 };
 
+/**
+ * Flags that are not settings. `for` names the commands that read the flag: any other command refuses it
+ * (exit 2) rather than ignore it, so `download --to PATH` cannot quietly write somewhere else.
+ */
 const COMMAND_OPTIONS = {
-  force: { type: 'boolean', description: 'download: replace an existing local database (kept as .backup); lease: break the lease' },
-  'version-id': { type: 'string', description: 'download, restore, verify: this object version' },
-  at: { type: 'string', description: 'restore: the newest version stored at or before this ISO-8601 time' },
-  backup: { type: 'string', description: 'restore: this backup key (e.g. db.sqlite3.backup.20261123_103729)' },
-  to: { type: 'string', description: 'restore: write here (default DB_LOCAL_PATH.restored.YYYYMMDD_HHMMSS)' },
-  json: { type: 'boolean', description: 'print the result as one JSON line' },
-  live: { type: 'boolean', description: 'health: check liveness (/healthz) instead of readiness' },
+  force: {
+    type: 'boolean',
+    for: ['download', 'restore', 'lease'],
+    description: 'download, restore: replace an existing local database (kept as .backup); lease: break the lease',
+  },
+  'version-id': { type: 'string', for: ['download', 'restore', 'verify'], description: 'download, restore, verify: this object version' },
+  at: { type: 'string', for: ['restore'], description: 'restore: the newest version stored at or before this ISO-8601 time' },
+  backup: { type: 'string', for: ['restore'], description: 'restore: this backup key (e.g. db.sqlite3.backup.20261123_103729)' },
+  to: { type: 'string', for: ['restore'], description: 'restore: write here (default DB_LOCAL_PATH.restored.YYYYMMDD_HHMMSS)' },
+  json: {
+    type: 'boolean',
+    for: ['upload', 'download', 'startup', 'shutdown', 'restore', 'backups', 'verify', 'lease'],
+    description: 'print the result as one JSON line',
+  },
+  live: { type: 'boolean', for: ['health'], description: 'health: check liveness (/healthz) instead of readiness' },
   quiet: { type: 'boolean', short: 'q', description: 'upload, download, restore: no progress bar (drawn only when stderr is a terminal)' },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
   version: { type: 'boolean', short: 'v', description: 'print the version' },
-} as const;
+} as const satisfies Record<string, { type: 'boolean' | 'string'; short?: string; for?: readonly string[]; description: string }>;
+
+/** The first command-specific flag given to a command that does not read it, as a usage error message. */
+function misplacedFlag(command: string, tokens: readonly { kind: string; name?: string }[]): string | undefined {
+  for (const token of tokens) {
+    if (token.kind !== 'option' || token.name === undefined || !(token.name in COMMAND_OPTIONS)) continue;
+    const option = COMMAND_OPTIONS[token.name as keyof typeof COMMAND_OPTIONS];
+    if ('for' in option && !(option.for as readonly string[]).includes(command)) {
+      return `--${token.name} is not an option of ${command} (it is for: ${option.for.join(', ')})`;
+    }
+  }
+  return undefined;
+}
 
 function parseOptions(): ParseArgsConfig['options'] {
   const options: NonNullable<ParseArgsConfig['options']> = {};
@@ -115,7 +139,8 @@ const scrub = secretScrubber([process.env.AWS_SECRET_ACCESS_KEY, process.env.AWS
 function printError(error: unknown, log: Logger | undefined): void {
   const err = toError(error);
   const hint = err instanceof DbSyncError ? err.hint : undefined;
-  log?.error({ err: { message: err.message, kind: err instanceof DbSyncError ? err.kind : 'Failure' }, hint }, 'command failed');
+  // A string, as every other log line has it: pino's error serializer turns a plain object into {"type":"Object","stack":""}.
+  log?.error({ err: err.message, kind: err instanceof DbSyncError ? err.kind : 'Failure', hint }, 'command failed');
   process.stderr.write(scrub(`db-sync: ${err.message}\n${hint ? `  hint: ${hint}\n` : ''}`));
 }
 
@@ -144,6 +169,13 @@ async function main(argv: readonly string[]): Promise<number> {
   const spec = COMMANDS[name];
   if (!spec) {
     process.stderr.write(`db-sync: unknown command "${name}"\n  hint: commands are ${Object.keys(COMMANDS).join(', ')}\n`);
+    return ExitCode.Usage;
+  }
+  // Tokens after `--` belong to exec's child and are not db-sync's flags.
+  const ownTokens = parsed.tokens.filter((t) => !terminator || t.index < terminator.index);
+  const misplaced = misplacedFlag(name, ownTokens);
+  if (misplaced) {
+    process.stderr.write(`db-sync: ${misplaced}\n  hint: see \`db-sync --help\`\n`);
     return ExitCode.Usage;
   }
   if (spec.takesCommand && positionals.length - childCommand.length > 1) {

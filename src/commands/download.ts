@@ -5,6 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { DbSyncError, ExitCode } from '../errors.js';
+import { ensureDatabaseDirectory } from '../core/leftovers.js';
 import { restoreExact, restoreNewestGood } from '../core/restore.js';
 import type { CommandContext } from './context.js';
 
@@ -16,6 +17,7 @@ export async function downloadCommand(ctx: CommandContext): Promise<number> {
       hint: 'pass --force to replace it (the current file is kept as DB_LOCAL_PATH.backup), or set DB_LOCAL_PATH to a new path',
     });
   }
+  await ensureDatabaseDirectory(target, ctx.log);
   const bar = ctx.progress?.('download');
   const options = {
     check: config.integrityCheck,

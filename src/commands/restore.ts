@@ -10,6 +10,7 @@
 import { stat } from 'node:fs/promises';
 import { backupKey } from '../core/backup-key.js';
 import { listCatalog, versionAt } from '../core/catalog.js';
+import { ensureDatabaseDirectory } from '../core/leftovers.js';
 import { restoreExact, restoreNewestGood, type RestoreSource } from '../core/restore.js';
 import { DbSyncError, ExitCode } from '../errors.js';
 import type { CommandContext } from './context.js';
@@ -39,6 +40,7 @@ export async function restoreCommand(ctx: CommandContext): Promise<number> {
       hint: 'choose a new path with --to, or pass --force to replace it (the current file is kept as .backup)',
     });
   }
+  await ensureDatabaseDirectory(target, log);
   const signal = ctx.shutdown.graceful;
   let source: RestoreSource | undefined;
   if (flags.at !== undefined) {

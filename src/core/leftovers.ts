@@ -21,18 +21,12 @@ import type { ReplicaStore } from '../replica/store.js';
  */
 export async function prepareLocalDirectory(dbPath: string, log: Logger): Promise<string[]> {
   const dir = dirname(dbPath);
+  if (await ensureDatabaseDirectory(dbPath, log)) return [];
   let names: string[];
   try {
     names = await readdir(dir);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw localDirError(dir, error);
-    try {
-      await createDirectory(dir);
-    } catch (mkdirError) {
-      throw localDirError(dir, mkdirError);
-    }
-    log.info({ dir }, 'created the database directory (it did not exist)');
-    return [];
+    throw localDirError(dir, error);
   }
   // Every temp file for this database starts with ".<name>": .db.sqlite3.db-sync-tmp-snapshot-…,
   // .db.sqlite3.db-sync.json.db-sync-tmp-write-…, .db.sqlite3.backup.db-sync-tmp-keep-… (fs-atomic.ts).
@@ -40,6 +34,29 @@ export async function prepareLocalDirectory(dbPath: string, log: Logger): Promis
   await Promise.all(ours.map((n) => removeQuietly(join(dir, n))));
   if (ours.length > 0) log.warn({ dir, files: ours }, 'removed temp files left by an earlier run that did not finish');
   return ours;
+}
+
+/**
+ * Create the directory of `dbPath` when it is missing, as `aws s3 cp` (the script db-sync replaces) does.
+ * @returns whether it had to be created.
+ * @throws DbSyncError `LocalDatabase` when it cannot be created (a file in the way, no permission).
+ */
+export async function ensureDatabaseDirectory(dbPath: string, log: Logger): Promise<boolean> {
+  const dir = dirname(dbPath);
+  try {
+    const found = await stat(dir);
+    if (found.isDirectory()) return false;
+    throw Object.assign(new Error(`ENOTDIR: not a directory, ${dir}`), { code: 'ENOTDIR' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw localDirError(dir, error);
+  }
+  try {
+    await createDirectory(dir);
+  } catch (error) {
+    throw localDirError(dir, error);
+  }
+  log.info({ dir }, 'created the database directory (it did not exist)');
+  return true;
 }
 
 /**

@@ -52,7 +52,7 @@ export async function withRetry<T>(
       onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
         if (!isRetryable(error) || retriesLeft === 0 || options.signal?.aborted) return;
         options.log.warn(
-          { operation, attempt: attemptNumber, retriesLeft, err: { message: error.message, code: (error as StorageError).code } },
+          { operation, attempt: attemptNumber, retriesLeft, err: error.message, code: (error as StorageError).code },
           'storage call failed; retrying',
         );
       },

@@ -232,10 +232,7 @@ export class SyncLoop {
     // Rate-limit: log the 1st, 2nd, 4th, 8th... failure in a row, and whenever the kind of failure changes.
     if (changed || (this.failures & (this.failures - 1)) === 0) {
       const hint = error instanceof DbSyncError ? error.hint : undefined;
-      this.options.log.error(
-        { err: { message: error.message, code }, hint, consecutiveFailures: this.failures },
-        'sync failed; will retry',
-      );
+      this.options.log.error({ err: error.message, code, hint, consecutiveFailures: this.failures }, 'sync failed; will retry');
     }
     if (this.failures === DEGRADED_AFTER_FAILURES) {
       this.options.log.error(

@@ -199,6 +199,23 @@ describe('db-sync manual commands', () => {
     expect(unknown.code).toBe(2);
   });
 
+  it('refuses a flag the command does not read (exit 2) instead of ignoring it', async () => {
+    const dir = tempDir();
+    const dbPath = join(dir, 'db.sqlite3');
+    const result = await runCli(['download', '--to', join(dir, 'elsewhere.sqlite3')], { DB_S3_BUCKET: 'unused', DB_LOCAL_PATH: dbPath });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--to is not an option of download (it is for: restore)');
+    expect(existsSync(dbPath)).toBe(false);
+    expect(existsSync(join(dir, 'elsewhere.sqlite3'))).toBe(false);
+    // Flags after `--` belong to exec's child, whatever their name.
+    const child = await runCli(['exec', '--replica-dir', dir, '--local-path', dbPath, '--', 'sh', '-c', 'exit 0', 'sh', '--to', 'x'], {
+      DB_SYNC_HEALTH_PORT: '0',
+      DB_SYNC_LEASE: 'off',
+    });
+    expect(child.stderr).not.toContain('is not an option');
+    expect(child.code).toBe(0);
+  });
+
   it('fails fast with exit 3 and a hint on wrong credentials and on a missing bucket', async () => {
     const { bucket } = await createBucket();
     const dir = tempDir();

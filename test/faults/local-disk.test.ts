@@ -131,6 +131,18 @@ describe('fault: what is at the database path', () => {
     expect(blocked.stderr).toMatch(/database directory .*file: ENOTDIR/);
     expect(blocked.stderr).toContain('hint: a part of DB_LOCAL_PATH is a file, not a directory');
     expect((await remoteCopy(bucket, dir)).rows).toBe(12);
+
+    // The manual commands create a missing directory too, and refuse a file in the way the same way.
+    const manual = join(dir, 'manual', 'db.sqlite3');
+    const downloaded = await runCli(['download'], env(bucket, manual));
+    expect(downloaded.code).toBe(0);
+    expect(rowCount(manual)).toBe(12);
+    const restored = await runCli(['restore', '--to', join(dir, 'drill', 'copy.sqlite3')], env(bucket, dbPath));
+    expect(restored.code).toBe(0);
+    expect(rowCount(join(dir, 'drill', 'copy.sqlite3'))).toBe(12);
+    const refused = await runCli(['download'], env(bucket, join(dir, 'file', 'db.sqlite3')));
+    expect(refused.code).toBe(7);
+    expect(refused.stderr).toContain('hint: a part of DB_LOCAL_PATH is a file, not a directory');
   });
 });
 
