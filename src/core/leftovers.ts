@@ -43,13 +43,12 @@ export async function prepareLocalDirectory(dbPath: string, log: Logger): Promis
  */
 export async function ensureDatabaseDirectory(dbPath: string, log: Logger): Promise<boolean> {
   const dir = dirname(dbPath);
-  try {
-    const found = await stat(dir);
-    if (found.isDirectory()) return false;
-    throw Object.assign(new Error(`ENOTDIR: not a directory, ${dir}`), { code: 'ENOTDIR' });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw localDirError(dir, error);
-  }
+  const found = await stat(dir).catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw localDirError(dir, error);
+  });
+  if (found?.isDirectory()) return false;
+  if (found) throw localDirError(dir, Object.assign(new Error(`ENOTDIR: not a directory, ${dir}`), { code: 'ENOTDIR' }));
   try {
     await createDirectory(dir);
   } catch (error) {

@@ -14,7 +14,7 @@ import { ChangeDetector } from './change-detector.js';
 import { writeSyncState } from './sync-state.js';
 import { pruneQuietly, type RetentionPolicy } from './retention.js';
 import { SHORT_RETRY } from './retry.js';
-import { snapshotAndUpload, writeBackupKey, type UploadContext } from './upload.js';
+import { snapshotAndUpload, writeBackupKey, type UploadContext, type UploadOutcome } from './upload.js';
 
 /** After a failure, retry after 5 s, 10 s, 20 s, ... but never later than the normal interval. */
 export const FAILURE_BACKOFF_MIN_MS = 5_000;
@@ -182,10 +182,7 @@ export class SyncLoop {
     }
     this.unsyncedSince ??= new Date();
     const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256, retry: SHORT_RETRY });
-    this.noteJournalMode(outcome.snapshot.journalMode);
-    this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded?.versionId ?? this.baseline.versionId, token };
-    this.unsyncedSince = undefined;
-    await this.persistState();
+    await this.adopt(outcome, token);
     if (!outcome.uploaded) {
       this.skippedUnchanged += 1;
       log.info({ key: this.options.key, sha256: outcome.snapshot.sha256 }, 'snapshot identical to last upload; upload skipped');
@@ -199,6 +196,17 @@ export class SyncLoop {
       sha256: outcome.snapshot.sha256,
     };
     return 'uploaded';
+  }
+
+  /**
+   * Make a snapshot that reached the store (or was identical to what it holds) the new baseline: nothing is
+   * at risk any more, and the state file records it.
+   */
+  private async adopt(outcome: UploadOutcome, token: string): Promise<void> {
+    this.noteJournalMode(outcome.snapshot.journalMode);
+    this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded?.versionId ?? this.baseline.versionId, token };
+    this.unsyncedSince = undefined;
+    await this.persistState();
   }
 
   /** Warn once: in rollback-journal mode the snapshot's read lock makes the app's writers wait. */
@@ -273,11 +281,8 @@ export class SyncLoop {
       let uploaded: ObjectInfo | undefined;
       if (this.baseline.token === undefined || token !== this.baseline.token || this.baseline.sha256 === undefined) {
         const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256 });
-        this.noteJournalMode(outcome.snapshot.journalMode);
+        await this.adopt(outcome, token);
         uploaded = outcome.uploaded;
-        this.baseline = { sha256: outcome.snapshot.sha256, versionId: uploaded?.versionId ?? this.baseline.versionId, token };
-        this.unsyncedSince = undefined;
-        await this.persistState();
       }
       const backup = await writeBackupKey(this.options, this.baseline.versionId, at, signal);
       if (this.options.retention) await pruneQuietly(this.options, this.options.retention, signal);

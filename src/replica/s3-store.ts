@@ -150,7 +150,7 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     } catch (error) {
       if ((error as Error).name === 'AbortError') throw this.fail(error, 'head', key);
       // Only a 404 is conclusive; anything else leaves the object's own 404 standing.
-      if ((error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 404) return;
+      if (httpStatusOf(error) !== 404) return;
       const missing = { name: 'NoSuchBucket', $fault: 'client', $metadata: { httpStatusCode: 404 }, message: 'the bucket does not exist' };
       throw this.fail(missing, 'head', key);
     }
