@@ -55,8 +55,15 @@ export interface S3StoreOptions {
   readonly client?: S3Client | undefined;
 }
 
+/**
+ * Conditional writes (the lease) get one attempt per request: when S3 applies a write but its answer is lost
+ * (a reset, a timeout), the SDK's retry meets its own write and gets 412, which reads as "someone else wrote".
+ * The lease's own loop retries, and after a 412 it looks whether the object holds its own record.
+ */
+export const CONDITIONAL_WRITE_MAX_ATTEMPTS = 1;
+
 /** Build the S3 client db-sync uses. Credentials come only from the SDK's default provider chain. */
-export function createS3Client(options: Omit<S3StoreOptions, 'client' | 'bucket'>): S3Client {
+export function createS3Client(options: Omit<S3StoreOptions, 'client' | 'bucket'> & { maxAttempts?: number | undefined }): S3Client {
   const config: S3ClientConfig = {
     region: options.region ?? 'us-east-1',
     forcePathStyle: options.forcePathStyle ?? false,
@@ -68,6 +75,7 @@ export function createS3Client(options: Omit<S3StoreOptions, 'client' | 'bucket'
     requestHandler: { connectionTimeout: 5_000, requestTimeout: 120_000 },
   };
   if (options.endpoint) config.endpoint = options.endpoint;
+  if (options.maxAttempts !== undefined) config.maxAttempts = options.maxAttempts;
   return new S3Client(config);
 }
 
@@ -97,6 +105,8 @@ function httpStatusOf(error: unknown): number | undefined {
 export class S3Store implements ReplicaStore, ConditionalStore {
   readonly location: string;
   private readonly client: S3Client;
+  /** For {@link putBytes} only: {@link CONDITIONAL_WRITE_MAX_ATTEMPTS} attempts (a prepared client is used as is). */
+  private readonly conditionalClient: S3Client;
   private readonly bucket: string;
   /** Sent with every write: CopyObject does not inherit the source's encryption, it takes the request's or the bucket's. */
   private readonly sse: ReturnType<typeof sseParams>;
@@ -110,6 +120,7 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     this.bucket = options.bucket;
     this.sse = sseParams(options.sse);
     this.client = options.client ?? createS3Client(options);
+    this.conditionalClient = options.client ?? createS3Client({ ...options, maxAttempts: CONDITIONAL_WRITE_MAX_ATTEMPTS });
     this.location = `s3://${options.bucket}${options.endpoint ? ` (${options.endpoint})` : ''}`;
   }
 
@@ -335,7 +346,8 @@ export class S3Store implements ReplicaStore, ConditionalStore {
   /**
    * Conditional PutObject. With `ifMatch` and the ETag form not yet known, the quoted form goes first and,
    * on 412, the bare one: a real mismatch fails both (one extra request), and the form that succeeds is
-   * kept for every later write.
+   * kept for every later write. Each request is sent once ({@link CONDITIONAL_WRITE_MAX_ATTEMPTS}): a lost
+   * answer is a retryable error, never a 412 against the caller's own write.
    */
   async putBytes(
     key: string,
@@ -344,7 +356,7 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     options: { signal?: AbortSignal | undefined } = {},
   ): Promise<string> {
     const send = async (header: { IfNoneMatch: string } | { IfMatch: string }): Promise<string> => {
-      const out = await this.client.send(
+      const out = await this.conditionalClient.send(
         new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentType: 'application/json', ...this.sse, ...header }),
         { abortSignal: options.signal },
       );
@@ -420,5 +432,6 @@ export class S3Store implements ReplicaStore, ConditionalStore {
 
   close(): void {
     this.client.destroy();
+    if (this.conditionalClient !== this.client) this.conditionalClient.destroy();
   }
 }
