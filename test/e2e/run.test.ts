@@ -199,6 +199,27 @@ describe('db-sync manual commands', () => {
     expect(unknown.code).toBe(2);
   });
 
+  it('refuses every duration beyond what a Node timer can wait (exit 2, naming the setting and the maximum)', async () => {
+    // Before: 600h became a 1 ms timer: the loop spun, the deadlines fired at once, the app was SIGKILLed at once.
+    const result = await runCli(['exec', '--interval', '600h', '--', 'true'], {
+      DB_SYNC_REPLICA_DIR: tempDir(),
+      DB_SYNC_SHUTDOWN_TIMEOUT: '1000h',
+      DB_SYNC_CHILD_STOP_TIMEOUT: '1000h',
+      DB_SYNC_RESTORE_TIMEOUT: '25000h',
+      DB_SYNC_LEASE_TTL: '9999h',
+    });
+    expect(result.code).toBe(2);
+    for (const name of [
+      'DB_SYNC_INTERVAL',
+      'DB_SYNC_SHUTDOWN_TIMEOUT',
+      'DB_SYNC_CHILD_STOP_TIMEOUT',
+      'DB_SYNC_RESTORE_TIMEOUT',
+      'DB_SYNC_LEASE_TTL',
+    ]) {
+      expect(result.stderr).toMatch(new RegExp(`${name}="[^"]+" is too long; the maximum is 596h`));
+    }
+  });
+
   it('refuses a flag the command does not read (exit 2) instead of ignoring it', async () => {
     const dir = tempDir();
     const dbPath = join(dir, 'db.sqlite3');
