@@ -10,7 +10,9 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
   CopyObjectCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -20,10 +22,13 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCopyCommand,
+  type CompletedPart,
   type S3ClientConfig,
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { DbSyncError, toError, wrapError } from '../errors.js';
 import { isNotFound, toStorageError } from './s3-errors.js';
 import {
   PreconditionFailedError,
@@ -41,6 +46,12 @@ import {
 /** 8 MiB parts × 4 in flight: ~32 MiB of buffers at most, and 1 GB in ~125 parts. */
 export const PART_SIZE_BYTES = 8 * 1024 * 1024;
 export const UPLOAD_QUEUE_SIZE = 4;
+/** CopyObject copies at most 5 GiB (an S3 limit); a larger object is copied in parts (UploadPartCopy). */
+export const MAX_COPY_OBJECT_BYTES = 5 * 1024 ** 3;
+/** Part size of a multipart copy: a 5 GiB object in 10 parts; the 10,000-part limit is 5 TB. */
+export const COPY_PART_SIZE_BYTES = 512 * 1024 ** 2;
+/** Parts of a multipart copy in flight at once (server-side copies: no local memory, no local bandwidth). */
+export const COPY_QUEUE_SIZE = 8;
 /** How long an interrupted upload may take to abort its multipart upload before the process moves on. */
 export const ABORT_UPLOAD_TIMEOUT_MS = 3_000;
 
@@ -231,29 +242,115 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     }
   }
 
+  /**
+   * Server-side copy of one version, with its metadata. Objects over {@link MAX_COPY_OBJECT_BYTES} (where
+   * CopyObject stops) are copied in parts with UploadPartCopy from the exact source version; a failed
+   * multipart copy is aborted, so no parts linger.
+   */
   async copy(
     sourceKey: string,
     sourceVersionId: string | undefined,
     destinationKey: string,
     options: { signal?: AbortSignal | undefined } = {},
   ): Promise<ObjectInfo> {
-    const source = `${this.bucket}/${sourceKey.split('/').map(encodeURIComponent).join('/')}`;
+    const { signal } = options;
+    const copySource = (versionId: string | undefined): string => {
+      const source = `${this.bucket}/${sourceKey.split('/').map(encodeURIComponent).join('/')}`;
+      return versionId ? `${source}?versionId=${encodeURIComponent(versionId)}` : source;
+    };
     try {
-      const out = await this.client.send(
-        new CopyObjectCommand({
-          Bucket: this.bucket,
-          Key: destinationKey,
-          CopySource: sourceVersionId ? `${source}?versionId=${encodeURIComponent(sourceVersionId)}` : source,
-          MetadataDirective: 'COPY',
-          ...this.sse,
-        }),
-        { abortSignal: options.signal },
-      );
-      const info = await this.head(destinationKey, { versionId: out.VersionId, signal: options.signal });
+      const source = await this.head(sourceKey, { versionId: sourceVersionId, signal });
+      if (!source)
+        throw { name: 'NoSuchKey', $fault: 'client', $metadata: { httpStatusCode: 404 }, message: 'the source object does not exist' };
+      let versionId: string | undefined;
+      if (source.sizeBytes > MAX_COPY_OBJECT_BYTES) {
+        // Pin the version the HEAD saw: every part must come from the same object.
+        versionId = await this.copyInParts(copySource(source.versionId ?? sourceVersionId), destinationKey, source, signal);
+      } else {
+        const out = await this.client.send(
+          new CopyObjectCommand({
+            Bucket: this.bucket,
+            Key: destinationKey,
+            CopySource: copySource(sourceVersionId),
+            MetadataDirective: 'COPY',
+            ...this.sse,
+          }),
+          { abortSignal: signal },
+        );
+        versionId = out.VersionId;
+      }
+      const info = await this.head(destinationKey, { versionId, signal });
       if (!info) throw new Error('object missing right after copy');
       return { ...info, isLatest: true };
     } catch (error) {
+      // The HEADs' errors are mapped already: keep their kind and hint, prefix the operation.
+      if (error instanceof DbSyncError) throw wrapError(`copy to s3://${this.bucket}/${destinationKey} from ${sourceKey}`, error);
       throw this.fail(error, `copy to s3://${this.bucket}/${destinationKey} from`, sourceKey);
+    }
+  }
+
+  /** Multipart copy of `source` (over 5 GiB) to `destinationKey`. @returns the new version id. */
+  private async copyInParts(
+    copySource: string,
+    destinationKey: string,
+    source: ObjectInfo,
+    signal: AbortSignal | undefined,
+  ): Promise<string | undefined> {
+    const created = await this.client.send(
+      new CreateMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: destinationKey,
+        // A multipart upload takes no MetadataDirective: carry the source's metadata over by hand.
+        Metadata: { ...source.metadata },
+        ContentType: 'application/vnd.sqlite3',
+        ...this.sse,
+      }),
+      { abortSignal: signal },
+    );
+    const uploadId = created.UploadId;
+    if (!uploadId) throw new Error('CreateMultipartUpload returned no UploadId');
+    try {
+      const partCount = Math.ceil(source.sizeBytes / COPY_PART_SIZE_BYTES);
+      const parts: CompletedPart[] = new Array<CompletedPart>(partCount);
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        for (let index = next++; index < partCount; index = next++) {
+          if (signal?.aborted) throw toError(signal.reason);
+          const start = index * COPY_PART_SIZE_BYTES;
+          const end = Math.min(source.sizeBytes, start + COPY_PART_SIZE_BYTES) - 1;
+          const out = await this.client.send(
+            new UploadPartCopyCommand({
+              Bucket: this.bucket,
+              Key: destinationKey,
+              UploadId: uploadId,
+              PartNumber: index + 1,
+              CopySource: copySource,
+              CopySourceRange: `bytes=${start}-${end}`,
+            }),
+            { abortSignal: signal },
+          );
+          parts[index] = { PartNumber: index + 1, ETag: out.CopyPartResult?.ETag };
+        }
+      };
+      // After the first failure the other workers take no new part.
+      const stopOthers = (error: unknown): never => {
+        next = partCount;
+        throw error;
+      };
+      await Promise.all(Array.from({ length: Math.min(COPY_QUEUE_SIZE, partCount) }, () => worker().catch(stopOthers)));
+      const done = await this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: destinationKey,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts },
+        }),
+        { abortSignal: signal },
+      );
+      return done.VersionId;
+    } catch (error) {
+      await this.abortUpload(destinationKey, uploadId, AbortSignal.timeout(ABORT_UPLOAD_TIMEOUT_MS));
+      throw error;
     }
   }
 
