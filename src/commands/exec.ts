@@ -33,7 +33,7 @@ export const ExecExitCode = {
 
 /** What `exec` exits with, in the order a reader of the help text needs them. */
 export const EXEC_EXIT_CODES: ReadonlyArray<readonly [code: string, meaning: string]> = [
-  ['N', "the app's own exit code, once the final sync succeeded"],
+  ['N', "the app's own exit code, once the final upload succeeded (a failed backup key after it is logged, not reported)"],
   ['128+N', 'the app was killed by signal N: 143 SIGTERM, 130 SIGINT, 137 SIGKILL (after DB_SYNC_CHILD_STOP_TIMEOUT)'],
   ['1', "the final sync failed: changes are NOT in the store (the app's own code is in the log)"],
   ['2', 'no command after --, or bad settings; nothing was started'],
@@ -175,6 +175,8 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
     return ExitCode.Aborted;
   }
   const syncCode = await finishSidecar(ctx, sidecar);
+  // The app's changes are in the store: only the timestamped copy is missing, and the log says so.
+  if (syncCode === ExitCode.BackupNotWritten) return childCode;
   if (syncCode !== ExitCode.Ok) {
     log.error({ appExitCode: childCode, exitCode: syncCode }, 'exiting with the final sync failure, not the app exit code');
     return syncCode;

@@ -463,6 +463,29 @@ describe('Sidecar with a lease (two tasks, one DirStore)', () => {
     }
   });
 
+  it('keeps the lease when the final sync is cut short (second signal or deadline), as exec does', async () => {
+    const dir = tempDir();
+    const replica = join(dir, 'replica');
+    mkdirSync(join(dir, 'a'));
+    const dbA = join(dir, 'a', 'db.sqlite3');
+    createDatabase(dbA, 3);
+    const first = sidecarFor(replica, dbA, 'task-a');
+    try {
+      await first.prepare(new AbortController().signal);
+      first.start();
+      addRows(dbA, 2);
+      const hard = new AbortController();
+      hard.abort(new Error('second stop request (SIGTERM); aborting'));
+      await expect(first.finish(hard.signal)).rejects.toThrow();
+      // An upload cancelled just now may still land: a successor must wait out the TTL, not take over at once.
+      const record = parseLeaseRecord((await new DirStore(replica).getBytes('db.sqlite3.lease'))?.bytes ?? Buffer.alloc(0));
+      expect(record).toMatchObject({ host: 'task-a' });
+      expect(record?.released).toBeUndefined();
+    } finally {
+      first.close();
+    }
+  });
+
   it('after losing the lease, uploads nothing, fails its health phase, and its final sync fails', async () => {
     const dir = tempDir();
     const replica = join(dir, 'replica');
