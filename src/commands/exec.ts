@@ -159,7 +159,9 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
   // After the start, Node reports a failed kill() (EPERM: a setuid child, say) as an 'error' event; with
   // no listener that event would crash db-sync and lose the final sync.
   child.on('error', (error) => log.error({ err: error.message, pid: child.pid }, 'cannot signal the app'));
-  log.info({ argv: [command, ...args], pid: child.pid }, 'app started');
+  // The program and how many arguments, never the arguments: apps take tokens and passwords there, and
+  // no scrubber can tell which ones are secret (logs go to CloudWatch). Not even at debug.
+  log.info({ program: command, argCount: args.length, pid: child.pid }, 'app started');
 
   const exit = await exited.finally(cleanUp);
   const childCode = shellExitCode(exit);
