@@ -223,8 +223,10 @@ async function main(argv: readonly string[]): Promise<number> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  // SIGHUP often means "reload" to an app: forward it to exec's child, but do not stop for it.
-  if (spec.takesCommand) process.on('SIGHUP', notify);
+  // SIGHUP often means "reload" to an app: forward it to exec's child, but do not stop for it. Every other
+  // command stops for it as for SIGTERM: unhandled, it would kill the process without a final sync
+  // (outside PID 1, e.g. under tini, or when the terminal closes).
+  process.on('SIGHUP', spec.takesCommand ? notify : onSignal);
 
   const store = createStore(config);
   shutdown.onClose('store', () => store.close());

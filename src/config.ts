@@ -25,6 +25,15 @@ export const DEFAULT_KEEP_BACKUPS_DAYS = 7;
 /** Lease: a successor takes over a silent owner's lease after this long; renewed every third of it. */
 export const DEFAULT_LEASE_TTL_MS = 30_000;
 export const MIN_LEASE_TTL_MS = 2_000;
+/**
+ * The longest duration any setting accepts: 2^31−1 ms (about 24.8 days, 596 h). Node runs a longer timer
+ * after 1 ms instead (TimeoutOverflowWarning), so `600h` would spin the sync loop, fire a deadline at
+ * once or SIGKILL the app at once. Refused (exit 2) rather than clamped: a value that large is a typo
+ * or a wish ("never") that db-sync cannot honour as written.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+/** {@link MAX_DURATION_MS} as the settings' messages write it. */
+const MAX_DURATION_TEXT = '596h (2147483647 ms, about 24.8 days)';
 
 export type IntegrityCheck = 'quick' | 'full' | 'none';
 /** `auto`: enforce where the store enforces conditional writes, else warn; `required`: refuse to start without; `off`. */
@@ -115,12 +124,20 @@ export function parseDuration(text: string): number | undefined {
   return Math.round(amount * factor);
 }
 
-function duration(name: string, fallbackMs: number, minMs: number) {
+/**
+ * A duration setting between `minMs` and {@link MAX_DURATION_MS}; with `zeroMeans`, a zero in any unit
+ * (`0`, `0s`, `0ms`) is also accepted, and means what that text says.
+ */
+function duration(name: string, fallbackMs: number, minMs: number, zeroMeans?: string) {
   return (raw: string | undefined): Parsed<number> => {
     if (raw === undefined || raw.trim() === '') return ok(fallbackMs);
     const ms = parseDuration(raw);
     if (ms === undefined) return bad(`${name}="${raw}" is not a duration; use seconds (300) or a unit (30s, 5m, 1h)`);
-    if (ms < minMs) return bad(`${name}="${raw}" is too short; the minimum is ${minMs / 1000}s`);
+    if (ms === 0 && zeroMeans !== undefined) return ok(0);
+    if (ms < minMs) {
+      return bad(`${name}="${raw}" is too short; the minimum is ${minMs / 1000}s${zeroMeans ? ` (or 0: ${zeroMeans})` : ''}`);
+    }
+    if (ms > MAX_DURATION_MS) return bad(`${name}="${raw}" is too long; the maximum is ${MAX_DURATION_TEXT}`);
     return ok(ms);
   };
 }
@@ -293,7 +310,7 @@ export const SETTINGS = [
     description:
       'run, exec: give up (exit 1, never ready) when the store stays unreachable this long at start; 0 keeps trying, so the app never starts on an empty database.',
     defaultText: '0 (keep trying)',
-    parse: (raw) => (raw?.trim() === '0' ? ok(0) : duration('DB_SYNC_RESTORE_TIMEOUT', 0, 1_000)(raw)),
+    parse: duration('DB_SYNC_RESTORE_TIMEOUT', 0, 1_000, 'keep trying'),
   }),
   setting({
     field: 'childStopTimeoutMs',

@@ -26,6 +26,11 @@ export const ExitCode = {
   LocalDatabase: 7,
   /** The health probe found the daemon not ready or not reachable. */
   Unhealthy: 8,
+  /**
+   * The final upload is in the store, but the timestamped backup key (`KEY.backup.*`) could not be written.
+   * Not a data loss, not a success: the operator has a missing backup to look at. `exec` keeps the app's code.
+   */
+  BackupNotWritten: 9,
   /** Stopped by a second signal before a graceful stop finished. */
   Aborted: 130,
 } as const;
@@ -113,6 +118,31 @@ export function isAbort(error: unknown, signal?: AbortSignal): boolean {
   if (error instanceof AbortedError) return true;
   const name = error instanceof Error ? error.name : '';
   return name === 'AbortError';
+}
+
+/**
+ * The short kind of a failure, for logs, /status and the `db_sync_failures_total{kind}` label: the storage
+ * error's code (`AccessDenied`, `SlowDown`…), else the db-sync error kind, else `Error`. One place, so the
+ * log line and the metric always agree.
+ */
+export function failureKind(error: Error): string {
+  if (error instanceof StorageError) return error.code;
+  if (error instanceof DbSyncError) return error.kind;
+  return 'Error';
+}
+
+/**
+ * The final upload is in the store but writing the backup key failed: say exactly that (exit code
+ * {@link ExitCode.BackupNotWritten}), never "changes are not in the store".
+ */
+export function backupNotWritten(error: unknown): DbSyncError {
+  const err = toError(error);
+  return new DbSyncError('BackupNotWritten', `final upload done; backup key NOT written: ${err.message}`, {
+    hint:
+      'the database is safe at KEY; only its timestamped copy (KEY.backup.*) is missing. Check that the role may read object ' +
+      'versions and write KEY.backup.* (s3:GetObjectVersion, s3:PutObject), then run `db-sync shutdown` to write one',
+    cause: err,
+  });
 }
 
 /** The exit code for any thrown value. */

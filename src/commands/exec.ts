@@ -33,7 +33,7 @@ export const ExecExitCode = {
 
 /** What `exec` exits with, in the order a reader of the help text needs them. */
 export const EXEC_EXIT_CODES: ReadonlyArray<readonly [code: string, meaning: string]> = [
-  ['N', "the app's own exit code, once the final sync succeeded"],
+  ['N', "the app's own exit code, once the final upload succeeded (a failed backup key after it is logged, not reported)"],
   ['128+N', 'the app was killed by signal N: 143 SIGTERM, 130 SIGINT, 137 SIGKILL (after DB_SYNC_CHILD_STOP_TIMEOUT)'],
   ['1', "the final sync failed: changes are NOT in the store (the app's own code is in the log)"],
   ['2', 'no command after --, or bad settings; nothing was started'],
@@ -159,7 +159,9 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
   // After the start, Node reports a failed kill() (EPERM: a setuid child, say) as an 'error' event; with
   // no listener that event would crash db-sync and lose the final sync.
   child.on('error', (error) => log.error({ err: error.message, pid: child.pid }, 'cannot signal the app'));
-  log.info({ argv: [command, ...args], pid: child.pid }, 'app started');
+  // The program and how many arguments, never the arguments: apps take tokens and passwords there, and
+  // no scrubber can tell which ones are secret (logs go to CloudWatch). Not even at debug.
+  log.info({ program: command, argCount: args.length, pid: child.pid }, 'app started');
 
   const exit = await exited.finally(cleanUp);
   const childCode = shellExitCode(exit);
@@ -175,6 +177,8 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
     return ExitCode.Aborted;
   }
   const syncCode = await finishSidecar(ctx, sidecar);
+  // The app's changes are in the store: only the timestamped copy is missing, and the log says so.
+  if (syncCode === ExitCode.BackupNotWritten) return childCode;
   if (syncCode !== ExitCode.Ok) {
     log.error({ appExitCode: childCode, exitCode: syncCode }, 'exiting with the final sync failure, not the app exit code');
     return syncCode;

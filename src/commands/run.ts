@@ -82,7 +82,8 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
 
 /**
  * The final sync under the shutdown deadline.
- * @returns the exit code: Ok, Failure when the final sync failed, Aborted on a second signal.
+ * @returns the exit code: Ok; BackupNotWritten when the final upload is in the store but the backup key
+ * failed; Failure when the final sync failed; Aborted on a second signal.
  */
 export async function finishSidecar(ctx: CommandContext, sidecar: Sidecar): Promise<number> {
   const deadline = ctx.config.shutdownTimeoutMs;
@@ -90,10 +91,12 @@ export async function finishSidecar(ctx: CommandContext, sidecar: Sidecar): Prom
   const signal = ctx.shutdown.drainSignal(deadline);
   try {
     const result = await sidecar.finish(signal);
-    ctx.log.info(
-      { uploaded: result.uploaded?.versionId ?? (result.uploaded ? true : false), backup: result.backup?.key, note: result.note },
-      'final sync complete',
-    );
+    const uploaded = result.uploaded?.versionId ?? (result.uploaded ? true : false);
+    if (result.backupError) {
+      ctx.log.error({ uploaded, err: result.backupError.message, hint: result.backupError.hint }, result.backupError.message);
+      return ExitCode.BackupNotWritten;
+    }
+    ctx.log.info({ uploaded, backup: result.backup?.key ?? result.backupExisting, note: result.note }, 'final sync complete');
     return ExitCode.Ok;
   } catch (error) {
     const hard = ctx.shutdown.hard.aborted;

@@ -3,7 +3,7 @@
  * existing entrypoint can switch by changing one word. `startup` restores when there is no local
  * database (and keeps one that exists); `shutdown` uploads a final snapshot and writes the backup key.
  */
-import { ExitCode } from '../errors.js';
+import { backupNotWritten, ExitCode } from '../errors.js';
 import { recordedSha256 } from '../core/metadata.js';
 import { withRetry } from '../core/retry.js';
 import { Sidecar } from '../core/sidecar.js';
@@ -32,13 +32,27 @@ export async function shutdownCommand(ctx: CommandContext): Promise<number> {
   const remote = await withRetry(`head ${upload.key}`, () => ctx.store.head(upload.key, { signal }), { log: ctx.log, signal });
   const outcome = await snapshotAndUpload(upload, { signal, skipIfSha256: remote ? recordedSha256(remote.metadata) : undefined });
   const versionId = outcome.uploaded ? outcome.uploaded.versionId : remote?.versionId;
-  const backup = await writeBackupKey(upload, versionId, new Date(), signal);
-  await pruneQuietly(upload, retentionPolicy(ctx), signal);
-  const result = { uploaded: outcome.uploaded !== undefined, versionId, backupKey: backup.key, sha256: outcome.snapshot.sha256 };
+  let backup;
+  try {
+    backup = await writeBackupKey(upload, versionId, new Date(), signal, outcome.snapshot.sha256);
+  } catch (error) {
+    throw backupNotWritten(error);
+  }
+  if (backup.written) await pruneQuietly(upload, retentionPolicy(ctx), signal);
+  const backupKey = backup.written?.key ?? backup.existing;
+  const result = {
+    uploaded: outcome.uploaded !== undefined,
+    versionId,
+    backupKey,
+    backupWritten: backup.written !== undefined,
+    sha256: outcome.snapshot.sha256,
+  };
   ctx.print(
     ctx.flags.json
       ? JSON.stringify(result)
-      : `${result.uploaded ? 'uploaded' : 'unchanged, not re-uploaded'}; backup written to ${result.backupKey}`,
+      : `${result.uploaded ? 'uploaded' : 'unchanged, not re-uploaded'}; ${
+          backup.written ? `backup written to ${backupKey}` : `no new backup: ${backupKey} already holds this content`
+        }`,
   );
   return ExitCode.Ok;
 }

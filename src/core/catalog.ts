@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
 import { backupPrefix, parseBackupKey } from './backup-key.js';
 import { recordedSha256 } from './metadata.js';
-import { withRetry } from './retry.js';
+import { withRetry, type RetryPolicy } from './retry.js';
 
 export interface CatalogEntry {
   readonly kind: 'version' | 'backup';
@@ -23,6 +23,8 @@ export interface CatalogEntry {
 interface Options {
   readonly log: Logger;
   readonly signal?: AbortSignal | undefined;
+  /** How listing retries (default `DEFAULT_RETRY`). */
+  readonly policy?: RetryPolicy | undefined;
 }
 
 /** Timestamped backups of `key` (current objects only), newest first. */

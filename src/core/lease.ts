@@ -17,6 +17,10 @@
  *   {@link Lease} is told (the sidecar then reports itself unhealthy).
  * - **Release**: overwrite with a released record (If-Match), not a delete: Ceph RGW ignores If-Match on
  *   DeleteObject (measured), and a conditional overwrite works wherever the lease works at all.
+ * - **Own writes**: S3 may apply a write whose answer is lost (a reset, a timeout); the next write, sent
+ *   with the old etag, then fails its condition against this owner's own record. So after any failed
+ *   condition (create, renew, release) the lease is read again: only this process writes records with its
+ *   owner id, so finding one there means nobody else wrote since, and it is adopted, never "lost".
  *
  * No AWS types here: the store is a {@link ConditionalStore}.
  */
@@ -148,7 +152,12 @@ export interface LeaseOptions {
 }
 
 export type AcquireAttempt =
-  | { readonly acquired: true; readonly previous: LeaseRecord | undefined; readonly how: 'created' | 'released' | 'expired' | 'unreadable' }
+  | {
+      readonly acquired: true;
+      readonly previous: LeaseRecord | undefined;
+      /** `own`: the object held this owner's record already (an earlier write landed, its answer lost). */
+      readonly how: 'created' | 'released' | 'expired' | 'unreadable' | 'own';
+    }
   | { readonly acquired: false; readonly holder: LeaseRecord | undefined; readonly retryInMs: number };
 
 export class Lease {
@@ -256,14 +265,17 @@ export class Lease {
         this.confirm(await store.putBytes(key, this.encode(record), { ifNoneMatch: true }, { signal }), record, sentAt);
         return { acquired: true, previous: undefined, how: 'created' };
       } catch (error) {
-        if (error instanceof PreconditionFailedError) return { acquired: false, holder: undefined, retryInMs: 0 };
-        throw error;
+        if (!(error instanceof PreconditionFailedError)) throw error;
+        if (await this.adoptIfLanded(record, sentAt, signal)) return { acquired: true, previous: undefined, how: 'created' };
+        return { acquired: false, holder: undefined, retryInMs: 0 };
       }
     }
     const holder = parseLeaseRecord(current.bytes);
-    let how: 'released' | 'expired' | 'unreadable' | undefined;
+    let how: 'released' | 'expired' | 'unreadable' | 'own' | undefined;
     if (!holder) how = 'unreadable';
     else if (holder.released) how = 'released';
+    // An earlier attempt of ours was written but its answer lost: nobody else has written since.
+    else if (holder.owner === this.owner) how = 'own';
     else {
       if (this.observed?.etag !== current.etag) this.observed = { etag: current.etag, sinceMs: sentAt };
       const ttl = Number.isFinite(holder.ttlMs) && holder.ttlMs > 0 ? holder.ttlMs : this.options.ttlMs;
@@ -276,10 +288,36 @@ export class Lease {
       this.confirm(await store.putBytes(key, this.encode(record), { ifMatch: current.etag }, { signal }), record, sentAt);
       return { acquired: true, previous: holder, how };
     } catch (error) {
+      if (!(error instanceof PreconditionFailedError)) throw error;
+      if (await this.adoptIfLanded(record, sentAt, signal)) return { acquired: true, previous: holder, how };
       // Another waiter took it first; the next attempt sees the new owner.
-      if (error instanceof PreconditionFailedError) return { acquired: false, holder, retryInMs: 0 };
-      throw error;
+      return { acquired: false, holder, retryInMs: 0 };
     }
+  }
+
+  /**
+   * Read the lease after a write of ours failed its condition.
+   * @returns the current object and its record; `own` when that record is this owner's (and not released).
+   */
+  private async readAfterConflict(
+    signal: AbortSignal | undefined,
+  ): Promise<{ etag: string; record: LeaseRecord | undefined; own: boolean } | undefined> {
+    const current = await this.options.store.getBytes(this.options.key, { signal }).catch(() => undefined);
+    if (!current) return undefined;
+    const record = parseLeaseRecord(current.bytes);
+    return { etag: current.etag, record, own: record?.owner === this.owner && record.released !== true };
+  }
+
+  /**
+   * After a failed condition on `sent` (sent at `sentAt`): when the object holds exactly that record, the
+   * write landed and only its answer was lost (or a retry of it met it): adopt its etag as confirmed.
+   */
+  private async adoptIfLanded(sent: LeaseRecord, sentAt: number, signal: AbortSignal | undefined): Promise<boolean> {
+    const found = await this.readAfterConflict(signal);
+    if (!found?.own || found.record?.seq !== sent.seq) return false;
+    this.options.log.warn({ key: this.options.key, seq: sent.seq }, 'lease write landed though its answer was lost; adopting it');
+    this.confirm(found.etag, sent, sentAt);
+    return true;
   }
 
   /**
@@ -378,12 +416,12 @@ export class Lease {
    * @throws LeaseLostError when another owner wrote it; the storage error otherwise (the lease then
    * stays ours until its validity ends, and lapses after).
    */
-  async renew(signal?: AbortSignal): Promise<void> {
+  async renew(signal?: AbortSignal, adopted = false): Promise<void> {
     if (this.stateValue === 'lost') throw this.lostError();
     if (this.etag === undefined || (this.stateValue !== 'held' && this.stateValue !== 'lapsed')) {
       throw new LeaseLostError(`lease ${this.options.key}: not held (${this.stateValue})`, 'acquire the lease first');
     }
-    const { store, key } = this.options;
+    const { store, key, log } = this.options;
     const record = this.newRecord();
     const sentAt = this.now();
     try {
@@ -394,9 +432,20 @@ export class Lease {
         throw error;
       }
       // A 409 from a concurrent request can fail a write whose condition held: look before declaring it lost.
-      const current = await store.getBytes(key, { signal }).catch(() => undefined);
-      if (current && current.etag === this.etag) throw new LeaseLapsedError(`renew lease ${key}: conflict, will retry`, error);
-      this.markLost(current ? parseLeaseRecord(current.bytes) : undefined);
+      const found = await this.readAfterConflict(signal);
+      if (found?.etag === this.etag) throw new LeaseLapsedError(`renew lease ${key}: conflict, will retry`, error);
+      if (found?.own && found.record?.seq === record.seq) {
+        log.warn({ key, seq: record.seq }, 'lease renewal landed though its answer was lost; adopting it');
+        this.confirm(found.etag, record, sentAt);
+        return;
+      }
+      if (found?.own && !adopted) {
+        // An earlier renewal of ours landed unanswered, so this one carried a stale etag: renew from it.
+        log.warn({ key, seq: found.record?.seq }, 'an earlier lease renewal landed though its answer was lost; renewing from it');
+        this.etag = found.etag;
+        return this.renew(signal, true);
+      }
+      this.markLost(found?.record);
       throw this.lostError();
     }
   }
@@ -464,20 +513,37 @@ export class Lease {
     if ((state !== 'held' && state !== 'lapsed') || this.etag === undefined) return;
     await this.renewing?.catch(() => undefined);
     if (this.stateValue !== 'held' && this.stateValue !== 'lapsed') return;
-    try {
-      const record = this.newRecord(true);
-      this.etag = await store.putBytes(key, this.encode(record), { ifMatch: this.etag }, { signal });
+    const released = (etag: string, record: LeaseRecord): void => {
+      this.etag = etag;
       this.record = record;
       this.stateValue = 'released';
       this.abortFences(new LeaseLostError(`lease ${key}: released`));
       log.info({ key, location: this.options.location, owner: this.owner }, 'lease released');
-    } catch (error) {
-      if (error instanceof PreconditionFailedError) {
-        this.markLost(undefined);
+    };
+    for (let attempt = 1; ; attempt += 1) {
+      const record = this.newRecord(true);
+      try {
+        released(await store.putBytes(key, this.encode(record), { ifMatch: this.etag }, { signal }), record);
+        return;
+      } catch (error) {
+        if (!(error instanceof PreconditionFailedError)) {
+          log.warn({ err: toError(error).message, key }, 'could not release the lease; a successor will take it over after the TTL');
+          return;
+        }
+        const current = await store.getBytes(key, { signal }).catch(() => undefined);
+        const found = current ? parseLeaseRecord(current.bytes) : undefined;
+        if (current && found?.owner === this.owner) {
+          // Our own write is there: this release landed unanswered, or an earlier renewal did.
+          if (found.released === true) return released(current.etag, found);
+          if (attempt === 1) {
+            this.etag = current.etag;
+            continue;
+          }
+        }
+        this.markLost(found);
         log.error({ key }, 'lease was already taken over when releasing it');
         return;
       }
-      log.warn({ err: toError(error).message, key }, 'could not release the lease; a successor will take it over after the TTL');
     }
   }
 

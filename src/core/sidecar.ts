@@ -282,22 +282,35 @@ export class Sidecar {
   }
 
   /**
-   * Stop syncing and run the final sync (upload if changed, then the backup key) under `signal`.
+   * Stop syncing and run the final sync (upload if changed, then the backup key) under `signal`, then
+   * release the lease. When `signal` cut the final sync short (the deadline, or a second signal), the
+   * lease is kept instead, as `exec` keeps it: an upload cancelled just now may still land, and a
+   * successor must not restore before it has (it takes over after the TTL).
    * @throws when the final sync fails or `signal` fires first.
    */
   async finish(signal: AbortSignal): Promise<FinalSyncResult> {
     this.phaseValue = 'stopping';
+    let keepLease = false;
     try {
       const result = await this.loop.finalSync(signal);
       this.phaseValue = 'stopped';
       return result;
     } catch (error) {
       this.phaseValue = 'failed';
+      keepLease = signal.aborted;
       throw error;
     } finally {
-      // After the final upload and the backup key, never before: the successor restores what we left.
-      // Also after a failed final sync: the changes are lost either way, and the successor need not wait.
-      await this.releaseLease();
+      if (keepLease && this.lease) {
+        this.lease.stop();
+        this.options.log.warn(
+          { lease: this.lease.status().key },
+          'final sync cut short: lease kept (not released), so a successor waits out its TTL rather than restore before a cancelled upload lands',
+        );
+      } else {
+        // After the final upload and the backup key, never before: the successor restores what we left.
+        // Also after a failed final sync: the changes are lost either way, and the successor need not wait.
+        await this.releaseLease();
+      }
     }
   }
 

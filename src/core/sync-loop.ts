@@ -9,12 +9,12 @@
  * It knows nothing of processes or signals: the caller decides when to start, stop and finish.
  */
 import type { ObjectInfo } from '../replica/store.js';
-import { DbSyncError, StorageError, toError } from '../errors.js';
+import { backupNotWritten, DbSyncError, failureKind, toError } from '../errors.js';
 import { ChangeDetector } from './change-detector.js';
 import { writeSyncState } from './sync-state.js';
 import { pruneQuietly, type RetentionPolicy } from './retention.js';
 import { SHORT_RETRY } from './retry.js';
-import { snapshotAndUpload, writeBackupKey, type UploadContext, type UploadOutcome } from './upload.js';
+import { snapshotAndUpload, writeBackupKey, type BackupOutcome, type UploadContext, type UploadOutcome } from './upload.js';
 
 /** After a failure, retry after 5 s, 10 s, 20 s, ... but never later than the normal interval. */
 export const FAILURE_BACKOFF_MIN_MS = 5_000;
@@ -53,8 +53,23 @@ export interface SyncStatus {
 export interface FinalSyncResult {
   readonly uploaded: ObjectInfo | undefined;
   readonly backup: ObjectInfo | undefined;
+  /** When no backup was written because the newest one holds the same content: its key. */
+  readonly backupExisting?: string | undefined;
+  /**
+   * The final state is in the store, but writing the backup key failed (kind `BackupNotWritten`): not a
+   * failed final sync, and never reported as one.
+   */
+  readonly backupError?: DbSyncError | undefined;
   /** Why nothing was written, when nothing was. */
   readonly note?: string;
+}
+
+/** The reason a periodic run is cancelled when the final sync starts: its snapshot is superseded anyway. */
+class SupersededError extends Error {
+  constructor() {
+    super('periodic sync cancelled: superseded by the final sync');
+    this.name = 'SupersededError';
+  }
 }
 
 export interface SyncLoopOptions extends UploadContext {
@@ -70,6 +85,8 @@ export class SyncLoop {
   private baseline: SyncBaseline = {};
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<TickResult> | undefined;
+  /** Cancels the run in flight alone (the final sync supersedes it); {@link abortController} cancels everything. */
+  private tickController: AbortController | undefined;
   private running = false;
   private readonly abortController = new AbortController();
   private lastUpload: SyncStatus['lastUpload'];
@@ -154,16 +171,21 @@ export class SyncLoop {
 
   private async tick(): Promise<TickResult> {
     const started = performance.now();
+    const controller = new AbortController();
+    this.tickController = controller;
     try {
-      const result = await this.syncIfChanged(this.abortController.signal);
+      const result = await this.syncIfChanged(AbortSignal.any([this.abortController.signal, controller.signal]));
       this.recordSuccess();
       this.options.onRun?.(result, performance.now() - started);
       return result;
     } catch (error) {
       const err = toError(error);
+      if (controller.signal.reason instanceof SupersededError) throw controller.signal.reason;
       this.recordFailure(err);
       this.options.onRun?.(err, performance.now() - started);
       throw err;
+    } finally {
+      if (this.tickController === controller) this.tickController = undefined;
     }
   }
 
@@ -234,7 +256,7 @@ export class SyncLoop {
 
   private recordFailure(error: Error): void {
     this.failures += 1;
-    const code = error instanceof StorageError ? error.code : error instanceof DbSyncError ? error.kind : error.name;
+    const code = failureKind(error);
     const changed = this.lastError?.code !== code;
     this.lastError = { message: error.message, code, at: new Date().toISOString() };
     // Rate-limit: log the 1st, 2nd, 4th, 8th... failure in a row, and whenever the kind of failure changes.
@@ -268,13 +290,20 @@ export class SyncLoop {
 
   /**
    * The shutdown sync: stop the loop, upload a last snapshot if anything changed, then write the
-   * timestamped backup key from the version now current.
-   * @throws when the upload or the backup fails: a failed final sync must never look like success.
+   * timestamped backup key from the version now current (unless the newest backup holds that content).
+   * A periodic run in flight is cancelled, not awaited: its snapshot is superseded by this one, and
+   * waiting for it could spend the whole deadline (a large upload started just before the signal).
+   * @throws when the final upload fails: a failed final sync must never look like success. A failed
+   * backup key after a good upload is returned as `backupError`, not thrown.
    */
   async finalSync(signal: AbortSignal, at: Date = new Date()): Promise<FinalSyncResult> {
     const onAbort = (): void => this.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     try {
+      if (this.inFlight) {
+        this.options.log.info({ key: this.options.key }, 'cancelling the periodic sync in flight; the final snapshot supersedes it');
+        this.tickController?.abort(new SupersededError());
+      }
       await this.stop();
       const token = await this.detector.probe();
       if (token === null) return { uploaded: undefined, backup: undefined, note: 'no local database; nothing to upload' };
@@ -284,9 +313,14 @@ export class SyncLoop {
         await this.adopt(outcome, token);
         uploaded = outcome.uploaded;
       }
-      const backup = await writeBackupKey(this.options, this.baseline.versionId, at, signal);
+      let backup: BackupOutcome;
+      try {
+        backup = await writeBackupKey(this.options, this.baseline.versionId, at, signal, this.baseline.sha256);
+      } catch (error) {
+        return { uploaded, backup: undefined, backupError: backupNotWritten(error) };
+      }
       if (this.options.retention) await pruneQuietly(this.options, this.options.retention, signal);
-      return { uploaded, backup };
+      return { uploaded, backup: backup.written, backupExisting: backup.existing };
     } finally {
       signal.removeEventListener('abort', onAbort);
       this.detector.close();

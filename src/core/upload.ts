@@ -5,8 +5,10 @@ import type { IntegrityCheck } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
 import { backupKey } from './backup-key.js';
-import { snapshotMetadata, type Origin } from './metadata.js';
-import { withRetry, type RetryPolicy } from './retry.js';
+import { toError } from '../errors.js';
+import { listBackups } from './catalog.js';
+import { recordedSha256, snapshotMetadata, type Origin } from './metadata.js';
+import { SHORT_RETRY, withRetry, type RetryPolicy } from './retry.js';
 import { discardSnapshot, takeSnapshot, type Snapshot } from './snapshot.js';
 
 export interface UploadContext {
@@ -81,21 +83,60 @@ export async function snapshotAndUpload(
   }
 }
 
+/** What {@link writeBackupKey} did: wrote a backup, or found the newest backup already holding this content. */
+export interface BackupOutcome {
+  /** The backup written; undefined when skipped. */
+  readonly written: ObjectInfo | undefined;
+  /** When skipped: the newest backup, which holds the same content (same sha256). */
+  readonly existing?: string | undefined;
+}
+
 /**
- * Copy one version of `key` to its timestamped backup key `KEY.backup.YYYYMMDD_HHMMSS` (server-side).
- * @returns the backup object.
+ * Copy one version of `key` to its timestamped backup key `KEY.backup.YYYYMMDD_HHMMSS` (server-side), unless
+ * the newest backup already holds that content: a backup copies the snapshot's metadata, its sha256
+ * included, so one LIST and one HEAD tell. Without this, every stop of an unchanged database (a crash
+ * loop, say) made another full copy, kept for days.
+ * @param sha256 the content of that version, when known; unknown = always copy.
+ * @throws the copy's error (the skip check's own errors only mean "copy anyway").
  */
 export async function writeBackupKey(
   ctx: Pick<UploadContext, 'store' | 'key' | 'log'>,
   versionId: string | undefined,
   at: Date,
   signal?: AbortSignal,
-): Promise<ObjectInfo> {
+  sha256?: string,
+): Promise<BackupOutcome> {
+  if (sha256 !== undefined) {
+    const newest = await newestBackup(ctx, signal);
+    if (newest?.sha256 === sha256) {
+      ctx.log.info(
+        { key: newest.key, sha256 },
+        'backup key not written: the newest backup already holds this content (nothing changed since)',
+      );
+      return { written: undefined, existing: newest.key };
+    }
+  }
   const destination = backupKey(ctx.key, at);
   const info = await withRetry(`write backup ${destination}`, () => ctx.store.copy(ctx.key, versionId, destination, { signal }), {
     log: ctx.log,
     signal,
   });
   ctx.log.info({ key: destination, sourceVersionId: versionId, sizeBytes: info.sizeBytes }, 'backup written');
-  return info;
+  return { written: info };
+}
+
+/** The newest timestamped backup of `ctx.key` and the sha256 its metadata records; undefined when none or unreadable. */
+async function newestBackup(
+  ctx: Pick<UploadContext, 'store' | 'key' | 'log'>,
+  signal: AbortSignal | undefined,
+): Promise<{ key: string; sha256: string | undefined } | undefined> {
+  try {
+    const [newest] = await listBackups(ctx.store, ctx.key, { log: ctx.log, signal, policy: SHORT_RETRY });
+    if (!newest) return undefined;
+    const info = await ctx.store.head(newest.key, { signal });
+    return info ? { key: newest.key, sha256: recordedSha256(info.metadata) } : undefined;
+  } catch (error) {
+    ctx.log.debug({ err: toError(error).message }, 'could not read the newest backup; writing a new one');
+    return undefined;
+  }
 }

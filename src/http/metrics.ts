@@ -9,7 +9,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TickResult } from '../core/sync-loop.js';
 import type { UploadOutcome } from '../core/upload.js';
-import { DbSyncError, StorageError } from '../errors.js';
+import { failureKind } from '../errors.js';
 
 /** The part of the sidecar's status the gauges read. */
 export interface MetricsSource {
@@ -119,8 +119,7 @@ export class SyncMetrics {
   /** Observer for sync runs (SyncLoopOptions.onRun). */
   observeRun = (result: TickResult | Error): void => {
     if (result instanceof Error) {
-      const kind = result instanceof StorageError ? result.code : result instanceof DbSyncError ? result.kind : 'Error';
-      this.failures.inc({ kind });
+      this.failures.inc({ kind: failureKind(result) });
     } else if (result === 'unchanged' || result === 'identical') {
       this.skipped.inc({ reason: result });
     }

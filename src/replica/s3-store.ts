@@ -10,7 +10,9 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
   CopyObjectCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -20,10 +22,13 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCopyCommand,
+  type CompletedPart,
   type S3ClientConfig,
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { DbSyncError, toError, wrapError } from '../errors.js';
 import { isNotFound, toStorageError } from './s3-errors.js';
 import {
   PreconditionFailedError,
@@ -41,6 +46,12 @@ import {
 /** 8 MiB parts × 4 in flight: ~32 MiB of buffers at most, and 1 GB in ~125 parts. */
 export const PART_SIZE_BYTES = 8 * 1024 * 1024;
 export const UPLOAD_QUEUE_SIZE = 4;
+/** CopyObject copies at most 5 GiB (an S3 limit); a larger object is copied in parts (UploadPartCopy). */
+export const MAX_COPY_OBJECT_BYTES = 5 * 1024 ** 3;
+/** Part size of a multipart copy: a 5 GiB object in 10 parts; the 10,000-part limit is 5 TB. */
+export const COPY_PART_SIZE_BYTES = 512 * 1024 ** 2;
+/** Parts of a multipart copy in flight at once (server-side copies: no local memory, no local bandwidth). */
+export const COPY_QUEUE_SIZE = 8;
 /** How long an interrupted upload may take to abort its multipart upload before the process moves on. */
 export const ABORT_UPLOAD_TIMEOUT_MS = 3_000;
 
@@ -55,8 +66,15 @@ export interface S3StoreOptions {
   readonly client?: S3Client | undefined;
 }
 
+/**
+ * Conditional writes (the lease) get one attempt per request: when S3 applies a write but its answer is lost
+ * (a reset, a timeout), the SDK's retry meets its own write and gets 412, which reads as "someone else wrote".
+ * The lease's own loop retries, and after a 412 it looks whether the object holds its own record.
+ */
+export const CONDITIONAL_WRITE_MAX_ATTEMPTS = 1;
+
 /** Build the S3 client db-sync uses. Credentials come only from the SDK's default provider chain. */
-export function createS3Client(options: Omit<S3StoreOptions, 'client' | 'bucket'>): S3Client {
+export function createS3Client(options: Omit<S3StoreOptions, 'client' | 'bucket'> & { maxAttempts?: number | undefined }): S3Client {
   const config: S3ClientConfig = {
     region: options.region ?? 'us-east-1',
     forcePathStyle: options.forcePathStyle ?? false,
@@ -68,6 +86,7 @@ export function createS3Client(options: Omit<S3StoreOptions, 'client' | 'bucket'
     requestHandler: { connectionTimeout: 5_000, requestTimeout: 120_000 },
   };
   if (options.endpoint) config.endpoint = options.endpoint;
+  if (options.maxAttempts !== undefined) config.maxAttempts = options.maxAttempts;
   return new S3Client(config);
 }
 
@@ -97,6 +116,8 @@ function httpStatusOf(error: unknown): number | undefined {
 export class S3Store implements ReplicaStore, ConditionalStore {
   readonly location: string;
   private readonly client: S3Client;
+  /** For {@link putBytes} only: {@link CONDITIONAL_WRITE_MAX_ATTEMPTS} attempts (a prepared client is used as is). */
+  private readonly conditionalClient: S3Client;
   private readonly bucket: string;
   /** Sent with every write: CopyObject does not inherit the source's encryption, it takes the request's or the bucket's. */
   private readonly sse: ReturnType<typeof sseParams>;
@@ -110,6 +131,7 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     this.bucket = options.bucket;
     this.sse = sseParams(options.sse);
     this.client = options.client ?? createS3Client(options);
+    this.conditionalClient = options.client ?? createS3Client({ ...options, maxAttempts: CONDITIONAL_WRITE_MAX_ATTEMPTS });
     this.location = `s3://${options.bucket}${options.endpoint ? ` (${options.endpoint})` : ''}`;
   }
 
@@ -220,29 +242,115 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     }
   }
 
+  /**
+   * Server-side copy of one version, with its metadata. Objects over {@link MAX_COPY_OBJECT_BYTES} (where
+   * CopyObject stops) are copied in parts with UploadPartCopy from the exact source version; a failed
+   * multipart copy is aborted, so no parts linger.
+   */
   async copy(
     sourceKey: string,
     sourceVersionId: string | undefined,
     destinationKey: string,
     options: { signal?: AbortSignal | undefined } = {},
   ): Promise<ObjectInfo> {
-    const source = `${this.bucket}/${sourceKey.split('/').map(encodeURIComponent).join('/')}`;
+    const { signal } = options;
+    const copySource = (versionId: string | undefined): string => {
+      const source = `${this.bucket}/${sourceKey.split('/').map(encodeURIComponent).join('/')}`;
+      return versionId ? `${source}?versionId=${encodeURIComponent(versionId)}` : source;
+    };
     try {
-      const out = await this.client.send(
-        new CopyObjectCommand({
-          Bucket: this.bucket,
-          Key: destinationKey,
-          CopySource: sourceVersionId ? `${source}?versionId=${encodeURIComponent(sourceVersionId)}` : source,
-          MetadataDirective: 'COPY',
-          ...this.sse,
-        }),
-        { abortSignal: options.signal },
-      );
-      const info = await this.head(destinationKey, { versionId: out.VersionId, signal: options.signal });
+      const source = await this.head(sourceKey, { versionId: sourceVersionId, signal });
+      if (!source)
+        throw { name: 'NoSuchKey', $fault: 'client', $metadata: { httpStatusCode: 404 }, message: 'the source object does not exist' };
+      let versionId: string | undefined;
+      if (source.sizeBytes > MAX_COPY_OBJECT_BYTES) {
+        // Pin the version the HEAD saw: every part must come from the same object.
+        versionId = await this.copyInParts(copySource(source.versionId ?? sourceVersionId), destinationKey, source, signal);
+      } else {
+        const out = await this.client.send(
+          new CopyObjectCommand({
+            Bucket: this.bucket,
+            Key: destinationKey,
+            CopySource: copySource(sourceVersionId),
+            MetadataDirective: 'COPY',
+            ...this.sse,
+          }),
+          { abortSignal: signal },
+        );
+        versionId = out.VersionId;
+      }
+      const info = await this.head(destinationKey, { versionId, signal });
       if (!info) throw new Error('object missing right after copy');
       return { ...info, isLatest: true };
     } catch (error) {
+      // The HEADs' errors are mapped already: keep their kind and hint, prefix the operation.
+      if (error instanceof DbSyncError) throw wrapError(`copy to s3://${this.bucket}/${destinationKey} from ${sourceKey}`, error);
       throw this.fail(error, `copy to s3://${this.bucket}/${destinationKey} from`, sourceKey);
+    }
+  }
+
+  /** Multipart copy of `source` (over 5 GiB) to `destinationKey`. @returns the new version id. */
+  private async copyInParts(
+    copySource: string,
+    destinationKey: string,
+    source: ObjectInfo,
+    signal: AbortSignal | undefined,
+  ): Promise<string | undefined> {
+    const created = await this.client.send(
+      new CreateMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: destinationKey,
+        // A multipart upload takes no MetadataDirective: carry the source's metadata over by hand.
+        Metadata: { ...source.metadata },
+        ContentType: 'application/vnd.sqlite3',
+        ...this.sse,
+      }),
+      { abortSignal: signal },
+    );
+    const uploadId = created.UploadId;
+    if (!uploadId) throw new Error('CreateMultipartUpload returned no UploadId');
+    try {
+      const partCount = Math.ceil(source.sizeBytes / COPY_PART_SIZE_BYTES);
+      const parts: CompletedPart[] = new Array<CompletedPart>(partCount);
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        for (let index = next++; index < partCount; index = next++) {
+          if (signal?.aborted) throw toError(signal.reason);
+          const start = index * COPY_PART_SIZE_BYTES;
+          const end = Math.min(source.sizeBytes, start + COPY_PART_SIZE_BYTES) - 1;
+          const out = await this.client.send(
+            new UploadPartCopyCommand({
+              Bucket: this.bucket,
+              Key: destinationKey,
+              UploadId: uploadId,
+              PartNumber: index + 1,
+              CopySource: copySource,
+              CopySourceRange: `bytes=${start}-${end}`,
+            }),
+            { abortSignal: signal },
+          );
+          parts[index] = { PartNumber: index + 1, ETag: out.CopyPartResult?.ETag };
+        }
+      };
+      // After the first failure the other workers take no new part.
+      const stopOthers = (error: unknown): never => {
+        next = partCount;
+        throw error;
+      };
+      await Promise.all(Array.from({ length: Math.min(COPY_QUEUE_SIZE, partCount) }, () => worker().catch(stopOthers)));
+      const done = await this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: destinationKey,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts },
+        }),
+        { abortSignal: signal },
+      );
+      return done.VersionId;
+    } catch (error) {
+      await this.abortUpload(destinationKey, uploadId, AbortSignal.timeout(ABORT_UPLOAD_TIMEOUT_MS));
+      throw error;
     }
   }
 
@@ -335,7 +443,8 @@ export class S3Store implements ReplicaStore, ConditionalStore {
   /**
    * Conditional PutObject. With `ifMatch` and the ETag form not yet known, the quoted form goes first and,
    * on 412, the bare one: a real mismatch fails both (one extra request), and the form that succeeds is
-   * kept for every later write.
+   * kept for every later write. Each request is sent once ({@link CONDITIONAL_WRITE_MAX_ATTEMPTS}): a lost
+   * answer is a retryable error, never a 412 against the caller's own write.
    */
   async putBytes(
     key: string,
@@ -344,7 +453,7 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     options: { signal?: AbortSignal | undefined } = {},
   ): Promise<string> {
     const send = async (header: { IfNoneMatch: string } | { IfMatch: string }): Promise<string> => {
-      const out = await this.client.send(
+      const out = await this.conditionalClient.send(
         new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentType: 'application/json', ...this.sse, ...header }),
         { abortSignal: options.signal },
       );
@@ -420,5 +529,6 @@ export class S3Store implements ReplicaStore, ConditionalStore {
 
   close(): void {
     this.client.destroy();
+    if (this.conditionalClient !== this.client) this.conditionalClient.destroy();
   }
 }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli, startCli, waitFor, type Running } from '../helpers/cli.js';
 import { APP_STDERR_END, APP_STDERR_START, appSetup, checkAppOutput, lastCommitted, type AppSetup } from '../helpers/child-app.js';
-import { integrity, rowCount } from '../helpers/db.js';
+import { integrity, rowCount, tempDir } from '../helpers/db.js';
 import { awsCli } from '../helpers/s3.js';
 
 const sha256 = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
@@ -168,6 +168,25 @@ describe('db-sync exec', () => {
       Versions: Array<{ Key: string }>;
     };
     expect(versions.Versions.filter((v) => v.Key === 'db.sqlite3')).toHaveLength(1);
+  });
+
+  it("logs the app's program and argument count, never its arguments (they may hold secrets)", async () => {
+    const dir = tempDir();
+    const secret = 'pa55-w0rd-in-argv';
+    const result = await runCli(['exec', '--', 'sh', '-c', 'exit 0', 'sh', `--password=${secret}`], {
+      DB_SYNC_REPLICA_DIR: join(dir, 'replica'),
+      DB_LOCAL_PATH: join(dir, 'db.sqlite3'),
+      DB_SYNC_HEALTH_PORT: '0',
+      LOG_LEVEL: 'trace',
+    });
+    expect(result.code).toBe(0);
+    const started = result.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'app started');
+    expect(started).toMatchObject({ program: 'sh', argCount: 4 });
+    expect(result.stdout + result.stderr).not.toContain(secret);
   });
 
   it('exits 2 without a command, and touches nothing', async () => {

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort, httpStatus, runCli, startCli, waitFor } from '../helpers/cli.js';
-import { createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
+import { addRows, createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
 import { awsCli, createBucket, s3Env } from '../helpers/s3.js';
 import { startWriter } from '../helpers/writer.js';
 
@@ -197,6 +197,45 @@ describe('db-sync manual commands', () => {
     expect(result.stderr).toContain('DB_SYNC_HEALTH_PORT="x"');
     const unknown = await runCli(['frobnicate'], {});
     expect(unknown.code).toBe(2);
+  });
+
+  it('stops on SIGHUP as on SIGTERM: final sync, exit 0 (unhandled, SIGHUP killed run without one)', async () => {
+    const dir = tempDir();
+    const dbPath = join(dir, 'db.sqlite3');
+    createDatabase(dbPath, 9);
+    const daemon = startCli(['run'], {
+      DB_SYNC_REPLICA_DIR: join(dir, 'replica'),
+      DB_LOCAL_PATH: dbPath,
+      DB_SYNC_HEALTH_PORT: '0',
+      DB_SYNC_INTERVAL: '1h',
+    });
+    await waitFor('ready', () => daemon.logs().some((l) => l.msg === 'ready; syncing'));
+    addRows(dbPath, 3);
+    daemon.child.kill('SIGHUP');
+    expect(await daemon.exited).toBe(0);
+    expect(daemon.logs().some((l) => l.msg === 'final sync complete')).toBe(true);
+    expect(rowCount(join(dir, 'replica', 'db.sqlite3'))).toBe(12);
+  });
+
+  it('refuses every duration beyond what a Node timer can wait (exit 2, naming the setting and the maximum)', async () => {
+    // Before: 600h became a 1 ms timer: the loop spun, the deadlines fired at once, the app was SIGKILLed at once.
+    const result = await runCli(['exec', '--interval', '600h', '--', 'true'], {
+      DB_SYNC_REPLICA_DIR: tempDir(),
+      DB_SYNC_SHUTDOWN_TIMEOUT: '1000h',
+      DB_SYNC_CHILD_STOP_TIMEOUT: '1000h',
+      DB_SYNC_RESTORE_TIMEOUT: '25000h',
+      DB_SYNC_LEASE_TTL: '9999h',
+    });
+    expect(result.code).toBe(2);
+    for (const name of [
+      'DB_SYNC_INTERVAL',
+      'DB_SYNC_SHUTDOWN_TIMEOUT',
+      'DB_SYNC_CHILD_STOP_TIMEOUT',
+      'DB_SYNC_RESTORE_TIMEOUT',
+      'DB_SYNC_LEASE_TTL',
+    ]) {
+      expect(result.stderr).toMatch(new RegExp(`${name}="[^"]+" is too long; the maximum is 596h`));
+    }
   });
 
   it('refuses a flag the command does not read (exit 2) instead of ignoring it', async () => {

@@ -1,7 +1,8 @@
 /**
  * A fault-injecting HTTP proxy on 127.0.0.1 in front of the real S3 server, for tests that need S3 to
  * fail on demand: 503 SlowDown and 500 InternalError with S3's XML error body, any other S3 error
- * (403 AccessDenied…), connection resets, requests held forever (blackhole), delays and slow uploads.
+ * (403 AccessDenied…), connection resets, requests held forever (blackhole), delays, slow uploads, and
+ * answers lost after the server applied the request (drop-response).
  *
  * Point db-sync at {@link FaultProxy.url} (DB_S3_ENDPOINT, path style). Requests pass through untouched
  * (SigV4 signs the Host header, so it is forwarded as the client sent it) until {@link FaultProxy.set}
@@ -54,6 +55,8 @@ export type Fault =
   | { readonly kind: 'reset' }
   /** Read the request and never answer, until {@link FaultProxy.release} or {@link FaultProxy.close}. */
   | { readonly kind: 'blackhole' }
+  /** Forward the request, let the server apply it, then close the connection instead of answering. */
+  | { readonly kind: 'drop-response' }
   /** Forward after a pause. */
   | { readonly kind: 'delay'; readonly ms: number }
   /** Forward request and response bodies at this rate each (a slow link: uploads and downloads stay in flight). */
@@ -174,11 +177,23 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     return rule.fault;
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, record: RequestRecord, bytesPerSecond?: number): void => {
+  const forward = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    record: RequestRecord,
+    options: { bytesPerSecond?: number; dropResponse?: boolean } = {},
+  ): void => {
+    const { bytesPerSecond } = options;
     // `expect: 100-continue` is never signed (SigV4 leaves it out); dropping it keeps the relay simple.
     const { expect: _expect, ...headers } = req.headers;
     const out = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers }, (upstreamRes) => {
       record.status = upstreamRes.statusCode ?? 0;
+      if (options.dropResponse) {
+        // The server has answered, so it applied (or refused) the request; the client never learns which.
+        upstreamRes.resume();
+        req.socket.destroy();
+        return;
+      }
       res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
       if (bytesPerSecond !== undefined) upstreamRes.pipe(new Throttle(bytesPerSecond)).pipe(res);
       else upstreamRes.pipe(res);
@@ -241,8 +256,11 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         res.on('close', () => clearTimeout(timer));
         return;
       }
+      case 'drop-response':
+        forward(req, res, record, { dropResponse: true });
+        return;
       case 'throttle':
-        forward(req, res, record, fault.bytesPerSecond);
+        forward(req, res, record, { bytesPerSecond: fault.bytesPerSecond });
         return;
     }
   });

@@ -8,6 +8,7 @@ import {
   DEFAULT_SHUTDOWN_TIMEOUT_MS,
   ENV_VARS,
   loadConfig,
+  MAX_DURATION_MS,
   parseDuration,
   SETTINGS,
   type Setting,
@@ -119,6 +120,34 @@ describe('loadConfig', () => {
 
   it('rejects an interval below the minimum', () => {
     expect(usageError({ DB_S3_BUCKET: 'b', DB_SYNC_INTERVAL: '500ms' }).message).toContain('too short');
+  });
+
+  it('accepts durations up to 2^31-1 ms and refuses longer ones, for every duration setting (a Node timer cannot wait longer)', () => {
+    const names = [
+      'DB_SYNC_INTERVAL',
+      'DB_SYNC_SHUTDOWN_TIMEOUT',
+      'DB_SYNC_RESTORE_TIMEOUT',
+      'DB_SYNC_CHILD_STOP_TIMEOUT',
+      'DB_SYNC_LEASE_TTL',
+    ];
+    const at = (value: string): Record<string, string> => Object.fromEntries([['DB_S3_BUCKET', 'b'], ...names.map((n) => [n, value])]);
+    const config = loadConfig(at(`${MAX_DURATION_MS}ms`));
+    expect([config.intervalMs, config.shutdownTimeoutMs, config.restoreTimeoutMs, config.childStopTimeoutMs, config.leaseTtlMs]).toEqual(
+      names.map(() => MAX_DURATION_MS),
+    );
+    const error = usageError(at(`${MAX_DURATION_MS + 1}ms`));
+    for (const name of names) expect(error.message).toContain(`${name}="${MAX_DURATION_MS + 1}ms" is too long; the maximum is 596h`);
+    expect(
+      usageError(at('600h'))
+        .message.split('\n')
+        .filter((line) => line.includes('too long')),
+    ).toHaveLength(names.length);
+  });
+
+  it('reads DB_SYNC_RESTORE_TIMEOUT=0 and 0s alike (keep trying)', () => {
+    for (const zero of ['0', '0s', '0ms', '0m'])
+      expect(loadConfig({ DB_S3_BUCKET: 'b', DB_SYNC_RESTORE_TIMEOUT: zero }).restoreTimeoutMs).toBe(0);
+    expect(usageError({ DB_S3_BUCKET: 'b', DB_SYNC_RESTORE_TIMEOUT: '500ms' }).message).toContain('the minimum is 1s (or 0: keep trying)');
   });
 
   it('lets flags override env vars, and names the flag in a problem', () => {

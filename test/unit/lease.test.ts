@@ -45,6 +45,8 @@ class MemoryCasStore implements ConditionalStore {
   writes = 0;
   /** The next conditional writes throw this instead of writing. */
   failWrites: Error | undefined;
+  /** The next conditional write is applied, then reported as this error (an SDK retry meeting its own write). */
+  failAfterWrite: Error | undefined;
 
   getBytes(key: string): Promise<SmallObject | null> {
     const bytes = this.objects.get(key);
@@ -59,7 +61,9 @@ class MemoryCasStore implements ConditionalStore {
     if (!holds) return Promise.reject(new PreconditionFailedError(`write ${key}: precondition failed`));
     this.writes += 1;
     this.objects.set(key, Buffer.from(bytes));
-    return Promise.resolve(etagOf(bytes));
+    const after = this.failAfterWrite;
+    this.failAfterWrite = undefined;
+    return after ? Promise.reject(after) : Promise.resolve(etagOf(bytes));
   }
 }
 
@@ -268,6 +272,35 @@ describe('Lease', () => {
     expect(a.state).toBe('held');
   });
 
+  it('recognises its own write when a write it made is answered with a failed condition (create, renew, release)', async () => {
+    const store = new MemoryCasStore();
+    const a = track(lease(store, manualClock()));
+    const retried412 = (): PreconditionFailedError => new PreconditionFailedError('412 on the SDK retry of an applied write');
+    store.failAfterWrite = retried412();
+    expect(await a.tryAcquire()).toMatchObject({ acquired: true, how: 'created' });
+    store.failAfterWrite = retried412();
+    await a.renew();
+    await a.assertHeld();
+    expect(a.state).toBe('held');
+    store.failAfterWrite = retried412();
+    await a.release();
+    expect(a.state).toBe('released');
+    expect(parseLeaseRecord((await store.getBytes(KEY))?.bytes ?? Buffer.alloc(0))).toMatchObject({ owner: a.owner, released: true });
+  });
+
+  it("still loses the lease when the failed condition is another owner's record", async () => {
+    const store = new MemoryCasStore();
+    const clock = manualClock();
+    const a = track(lease(store, clock));
+    const b = track(lease(store, clock));
+    await a.tryAcquire();
+    await b.tryAcquire();
+    clock.advance(TTL);
+    expect((await b.tryAcquire()).acquired).toBe(true);
+    await expect(a.renew()).rejects.toBeInstanceOf(LeaseLostError);
+    expect(a.state).toBe('lost');
+  });
+
   it('abandons a write in flight when the lease is lost during it', async () => {
     const store = new MemoryCasStore();
     const clock = manualClock();
@@ -427,6 +460,29 @@ describe('Sidecar with a lease (two tasks, one DirStore)', () => {
     } finally {
       first.close();
       second.close();
+    }
+  });
+
+  it('keeps the lease when the final sync is cut short (second signal or deadline), as exec does', async () => {
+    const dir = tempDir();
+    const replica = join(dir, 'replica');
+    mkdirSync(join(dir, 'a'));
+    const dbA = join(dir, 'a', 'db.sqlite3');
+    createDatabase(dbA, 3);
+    const first = sidecarFor(replica, dbA, 'task-a');
+    try {
+      await first.prepare(new AbortController().signal);
+      first.start();
+      addRows(dbA, 2);
+      const hard = new AbortController();
+      hard.abort(new Error('second stop request (SIGTERM); aborting'));
+      await expect(first.finish(hard.signal)).rejects.toThrow();
+      // An upload cancelled just now may still land: a successor must wait out the TTL, not take over at once.
+      const record = parseLeaseRecord((await new DirStore(replica).getBytes('db.sqlite3.lease'))?.bytes ?? Buffer.alloc(0));
+      expect(record).toMatchObject({ host: 'task-a' });
+      expect(record?.released).toBeUndefined();
+    } finally {
+      first.close();
     }
   });
 

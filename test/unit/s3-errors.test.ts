@@ -145,6 +145,8 @@ describe('S3Store: permanent errors', () => {
     const denied = () => sdkError('AccessDenied', 403);
     mock.on(ListObjectVersionsCommand).rejects(denied());
     mock.on(CopyObjectCommand).rejects(denied());
+    // The copy looks at its source first (its size decides CopyObject or a multipart copy).
+    mock.on(HeadObjectCommand).resolves({ ContentLength: 4096, LastModified: new Date(), VersionId: 'v1', Metadata: {} });
     mock.on(DeleteObjectCommand).rejects(denied());
     mock.on(PutObjectCommand).rejects(denied());
     const file = join(tempDir(), 'small.bin');

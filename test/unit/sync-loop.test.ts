@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } fr
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { backupKey } from '../../src/core/backup-key.js';
 import { sha256File } from '../../src/core/hash.js';
 import { META_SHA256 } from '../../src/core/metadata.js';
@@ -27,6 +27,9 @@ class CountingStore implements ReplicaStore {
   puts = 0;
   copies = 0;
   failPut: Error | undefined;
+  failCopy: Error | undefined;
+  /** The next put hangs until its signal fires (a large upload in flight), then rejects. */
+  holdNextPut = false;
 
   constructor(readonly inner: ReplicaStore) {}
 
@@ -41,6 +44,12 @@ class CountingStore implements ReplicaStore {
   }
   put(key: string, sourcePath: string, options: PutOptions): Promise<ObjectInfo> {
     this.puts += 1;
+    if (this.holdNextPut) {
+      this.holdNextPut = false;
+      return new Promise((_, reject) =>
+        options.signal?.addEventListener('abort', () => reject(new Error('upload cancelled')), { once: true }),
+      );
+    }
     return this.failPut ? Promise.reject(this.failPut) : this.inner.put(key, sourcePath, options);
   }
   copy(
@@ -50,6 +59,7 @@ class CountingStore implements ReplicaStore {
     options?: { signal?: AbortSignal },
   ): Promise<ObjectInfo> {
     this.copies += 1;
+    if (this.failCopy) return Promise.reject(this.failCopy);
     return this.inner.copy(sourceKey, sourceVersionId, destinationKey, options);
   }
   list(prefix: string, options?: { signal?: AbortSignal }): Promise<ObjectInfo[]> {
@@ -169,6 +179,60 @@ describe('SyncLoop', () => {
     const backup = await readObject(store, backupKey(KEY, at));
     expect(backup.equals(await readObject(store, KEY))).toBe(true);
     expect(rowsOf(backup, dir)).toBe(33);
+  });
+
+  it('finalSync cancels a periodic upload in flight instead of waiting for it, and uploads its own snapshot', async () => {
+    const { dir, dbPath, store, loop } = setup(10);
+    store.holdNextPut = true;
+    const periodic = loop.syncNow().catch((e: unknown) => e);
+    await vi.waitFor(() => expect(store.puts).toBe(1), { timeout: 20_000 });
+    addRows(dbPath, 5);
+    // Before: the final sync waited for the held upload until its own deadline fired, and then failed.
+    const result = await loop.finalSync(AbortSignal.timeout(5_000));
+    expect(result.uploaded?.versionId).toBeDefined();
+    expect(rowsOf(await readObject(store, KEY), dir)).toBe(15);
+    expect(await periodic).toBeInstanceOf(Error);
+    // A superseded run is not a failure of the loop.
+    expect(loop.status()).toMatchObject({ consecutiveFailures: 0, lastError: undefined });
+  });
+
+  it('finalSync: a failed backup copy after a good upload is returned as BackupNotWritten, not thrown as a failed sync', async () => {
+    const { dir, dbPath, store, loop } = setup(10);
+    addRows(dbPath, 2);
+    store.failCopy = new StorageError('copy: InvalidRequest: The specified copy source is larger than the maximum allowable size', {
+      retryable: false,
+      code: 'InvalidRequest',
+    });
+    const result = await loop.finalSync(new AbortController().signal);
+    expect(result.uploaded?.versionId).toBeDefined();
+    expect(rowsOf(await readObject(store, KEY), dir)).toBe(12);
+    expect(result.backup).toBeUndefined();
+    expect(result.backupError).toBeInstanceOf(DbSyncError);
+    expect(result.backupError?.kind).toBe('BackupNotWritten');
+    expect(result.backupError?.exitCode).toBe(9);
+    expect(result.backupError?.message).toMatch(/^final upload done; backup key NOT written: copy: InvalidRequest/);
+  });
+
+  it('finalSync writes no backup when the newest backup already holds the same content, and one again after a change', async () => {
+    const { dbPath, store, loop } = setup(10);
+    expect(await loop.syncNow()).toBe('uploaded');
+    const first = new Date('2025-06-01T00:00:00Z');
+    expect((await loop.finalSync(new AbortController().signal, first)).backup?.key).toBe(backupKey(KEY, first));
+    // A restart with nothing changed (a crash loop): same content, no second full copy.
+    const restarted = new SyncLoop({ store, key: KEY, dbPath, check: 'quick', origin, log, intervalMs: 60_000 });
+    const state = loop.status().lastUpload;
+    await restarted.setSynced({ sha256: state?.sha256 ?? '', versionId: state?.versionId, token: await restarted.probe() });
+    const second = await restarted.finalSync(new AbortController().signal, new Date('2025-06-01T00:05:00Z'));
+    expect(second.backup).toBeUndefined();
+    expect(second.backupExisting).toBe(backupKey(KEY, first));
+    expect(store.copies).toBe(1);
+    // After a change the next stop writes a backup again.
+    addRows(dbPath, 1);
+    const third = new SyncLoop({ store, key: KEY, dbPath, check: 'quick', origin, log, intervalMs: 60_000 });
+    third.setBaseline({ sha256: state?.sha256, versionId: state?.versionId });
+    const at = new Date('2025-06-01T00:10:00Z');
+    expect((await third.finalSync(new AbortController().signal, at)).backup?.key).toBe(backupKey(KEY, at));
+    expect(store.copies).toBe(2);
   });
 
   it('records a failed sync, and resets the count when it heals', async () => {
