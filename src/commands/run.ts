@@ -63,6 +63,7 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
     // Taken in prepare(), before the restore; every upload is fenced by it; released after the final sync.
     lease: ctx.config.leaseMode === 'off' ? undefined : sidecarLease(ctx),
     restoreTimeoutMs: ctx.config.restoreTimeoutMs,
+    versioningCheck: ctx.config.versioningCheck,
   });
   ctx.shutdown.onClose('sync loop', () => sidecar.close());
   await startHealth(ctx, sidecar, metrics);
