@@ -435,7 +435,7 @@ export const SETTINGS = [
     env: 'DB_SYNC_LEASE_WAIT_WARN',
     flag: 'lease-wait-warn',
     description:
-      'Waiting this long for another task\'s lease logs LEASE WAIT STALLED (a rolling deploy that starts the new task before stopping the old one); match the health check start period.',
+      "Waiting this long for another task's lease logs LEASE WAIT STALLED (a rolling deploy that starts the new task before stopping the old one); match the health check start period.",
     defaultText: '60s',
     parse: duration('DB_SYNC_LEASE_WAIT_WARN', DEFAULT_LEASE_WAIT_WARN_MS, 1_000),
   }),
@@ -443,8 +443,7 @@ export const SETTINGS = [
     field: 'versioningCheck',
     env: 'DB_SYNC_VERSIONING_CHECK',
     flag: 'versioning-check',
-    description:
-      'run, exec: check at start that the bucket is versioned: warn (log a warning), required (refuse to start, exit 2) or off.',
+    description: 'run, exec: check at start that the bucket is versioned: warn (log a warning), required (refuse to start, exit 2) or off.',
     defaultText: 'warn',
     parse: oneOf<VersioningCheck>('DB_SYNC_VERSIONING_CHECK', ['warn', 'required', 'off'], 'warn'),
   }),

@@ -73,6 +73,9 @@ export class Sidecar {
   private restoreDeadline: AbortSignal | undefined;
   private leaseWait: LeaseWaitWatch | undefined;
   private versioning: VersioningStatus | undefined;
+  /** When preparing the database began, after the lease (monotonic ms); and how long it took, once ready. */
+  private restoringSinceMs: number | undefined;
+  private restoreMsValue: number | undefined;
 
   constructor(private readonly sidecarOptions: SidecarOptions) {
     this.options = { ...sidecarOptions, store: new FencedStore(sidecarOptions.store, () => this.lease) };
@@ -94,6 +97,7 @@ export class Sidecar {
     try {
       await this.takeLease(signal);
       this.phaseValue = 'restoring';
+      this.restoringSinceMs = performance.now();
       // The unfenced store: reading bucket settings needs no lease. Retried as for the restore.
       const check = this.sidecarOptions.versioningCheck ?? 'off';
       this.versioning = await this.untilReachable(signal, (s) => checkVersioning(this.sidecarOptions.store, check, { log, signal: s }));
@@ -302,6 +306,7 @@ export class Sidecar {
   start(): void {
     this.loop.start(this.syncFirst ? 0 : undefined);
     this.phaseValue = 'ready';
+    if (this.restoringSinceMs !== undefined) this.restoreMsValue = performance.now() - this.restoringSinceMs;
   }
 
   /**
@@ -332,6 +337,11 @@ export class Sidecar {
     await this.loop.stop();
     this.phaseValue = 'stopped';
     await this.releaseLease();
+  }
+
+  /** How long preparing the database took (restore or reconcile, not the lease wait); undefined until ready. */
+  get restoreMs(): number | undefined {
+    return this.restoreMsValue;
   }
 
   ready(): boolean {
