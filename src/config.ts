@@ -34,12 +34,20 @@ export const MIN_LEASE_TTL_MS = 2_000;
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 /** {@link MAX_DURATION_MS} as the settings' messages write it. */
 const MAX_DURATION_TEXT = '596h (2147483647 ms, about 24.8 days)';
+/**
+ * Waiting for the lease longer than this is a stalled deploy (a rolling deploy that starts the new task
+ * before stopping the old one): matches the terraform health check's 60 s start period.
+ */
+export const DEFAULT_LEASE_WAIT_WARN_MS = 60_000;
+export const DEFAULT_CLOUDWATCH_NAMESPACE = 'db-sync';
 
 export type IntegrityCheck = 'quick' | 'full' | 'none';
 /** `auto`: enforce where the store enforces conditional writes, else warn; `required`: refuse to start without; `off`. */
 export type LeaseMode = 'auto' | 'required' | 'off';
 /** Server-side encryption db-sync asks S3 for: SSE-S3 (`AES256`) or SSE-KMS (`aws:kms`). */
 export type SseMode = 'AES256' | 'aws:kms';
+/** Bucket versioning at start: `warn` when it is off, `required` refuses to start (exit 2), `off` skips the check. */
+export type VersioningCheck = 'warn' | 'required' | 'off';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 
 export interface Config {
@@ -85,6 +93,14 @@ export interface Config {
   /** Key of the lease object; undefined = `KEY.lease`. */
   readonly leaseKey: string | undefined;
   readonly leaseTtlMs: number;
+  /** Waiting for the lease longer than this logs `LEASE WAIT STALLED` (a deploy that starts before it stops). */
+  readonly leaseWaitWarnMs: number;
+  /** Check the bucket's versioning at start (run, exec). */
+  readonly versioningCheck: VersioningCheck;
+  /** Write CloudWatch Embedded Metric Format lines to stdout (run, exec). */
+  readonly cloudwatchMetrics: boolean;
+  /** CloudWatch namespace of those metrics. */
+  readonly cloudwatchNamespace: string;
   readonly logLevel: LogLevel;
 }
 
@@ -430,6 +446,41 @@ export const SETTINGS = [
     description: 'A lease not renewed for this long is taken over by a waiting successor; renewed every third of it.',
     defaultText: '30s',
     parse: duration('DB_SYNC_LEASE_TTL', DEFAULT_LEASE_TTL_MS, MIN_LEASE_TTL_MS),
+  }),
+  setting({
+    field: 'leaseWaitWarnMs',
+    env: 'DB_SYNC_LEASE_WAIT_WARN',
+    flag: 'lease-wait-warn',
+    description:
+      "Waiting this long for another task's lease logs LEASE WAIT STALLED (a rolling deploy that starts the new task before stopping the old one); match the health check start period.",
+    defaultText: '60s',
+    parse: duration('DB_SYNC_LEASE_WAIT_WARN', DEFAULT_LEASE_WAIT_WARN_MS, 1_000),
+  }),
+  setting({
+    field: 'versioningCheck',
+    env: 'DB_SYNC_VERSIONING_CHECK',
+    flag: 'versioning-check',
+    description: 'run, exec: check at start that the bucket is versioned: warn (log a warning), required (refuse to start, exit 2) or off.',
+    defaultText: 'warn',
+    parse: oneOf<VersioningCheck>('DB_SYNC_VERSIONING_CHECK', ['warn', 'required', 'off'], 'warn'),
+  }),
+  setting({
+    field: 'cloudwatchMetrics',
+    env: 'DB_SYNC_CLOUDWATCH_METRICS',
+    flag: 'cloudwatch-metrics',
+    boolean: true,
+    description:
+      'run, exec: write the key metrics as CloudWatch Embedded Metric Format lines to stdout (every 60 s and after each upload or failure); awslogs turns them into metrics.',
+    defaultText: 'false',
+    parse: booleanValue('DB_SYNC_CLOUDWATCH_METRICS'),
+  }),
+  setting({
+    field: 'cloudwatchNamespace',
+    env: 'DB_SYNC_CLOUDWATCH_NAMESPACE',
+    flag: 'cloudwatch-namespace',
+    description: 'CloudWatch namespace of those metrics.',
+    defaultText: DEFAULT_CLOUDWATCH_NAMESPACE,
+    parse: stringWithDefault(DEFAULT_CLOUDWATCH_NAMESPACE),
   }),
   setting({
     field: 'logLevel',

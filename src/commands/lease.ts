@@ -30,7 +30,7 @@ export function sidecarLease(ctx: CommandContext): SidecarLeaseOptions {
   const { store, key } = leaseLocation(ctx);
   // The CLI's origin also carries the pid and ECS task (see src/cli.ts); Origin is all the type promises.
   const holder: LeaseHolderInfo = ctx.origin;
-  return { mode: ctx.config.leaseMode, store, key, ttlMs: ctx.config.leaseTtlMs, holder };
+  return { mode: ctx.config.leaseMode, store, key, ttlMs: ctx.config.leaseTtlMs, holder, waitWarnMs: ctx.config.leaseWaitWarnMs };
 }
 
 export async function leaseCommand(ctx: CommandContext): Promise<number> {

@@ -6,6 +6,7 @@
 import { ExitCode, isAbort } from '../errors.js';
 import { Sidecar } from '../core/sidecar.js';
 import { startHealthServer, type HealthServer } from '../http/health-server.js';
+import { CloudWatchEmf } from '../http/cloudwatch-emf.js';
 import { SyncMetrics } from '../http/metrics.js';
 import { statusDocument } from '../http/status.js';
 import { retentionPolicy, uploadContext, type CommandContext } from './context.js';
@@ -54,18 +55,28 @@ export async function startHealth(ctx: CommandContext, sidecar: Sidecar, metrics
 export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undefined> {
   // The gauges read the sidecar's status at scrape time; the sidecar feeds the counters as it runs.
   const metrics: SyncMetrics = new SyncMetrics(() => sidecar.status());
+  const emf = cloudWatchMetrics(ctx, () => sidecar);
   const sidecar: Sidecar = new Sidecar({
     ...uploadContext(ctx),
     intervalMs: ctx.config.intervalMs,
     retention: retentionPolicy(ctx),
-    onOutcome: metrics.observeOutcome,
-    onRun: metrics.observeRun,
+    onOutcome: (outcome) => {
+      metrics.observeOutcome(outcome);
+      emf?.observeOutcome(outcome);
+    },
+    onRun: (result) => {
+      metrics.observeRun(result);
+      emf?.observeRun(result);
+    },
     // Taken in prepare(), before the restore; every upload is fenced by it; released after the final sync.
     lease: ctx.config.leaseMode === 'off' ? undefined : sidecarLease(ctx),
     restoreTimeoutMs: ctx.config.restoreTimeoutMs,
+    versioningCheck: ctx.config.versioningCheck,
   });
   ctx.shutdown.onClose('sync loop', () => sidecar.close());
   await startHealth(ctx, sidecar, metrics);
+  // From before the lease and the restore, so a task stuck waiting for the lease reports it.
+  emf?.start();
   try {
     await sidecar.prepare(ctx.shutdown.graceful);
   } catch (error) {
@@ -76,8 +87,27 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
     throw error;
   }
   sidecar.start();
+  emf?.markReady();
   ctx.log.info({ intervalMs: ctx.config.intervalMs, key: ctx.config.key, location: ctx.store.location }, 'ready; syncing');
   return sidecar;
+}
+
+/**
+ * CloudWatch EMF lines on stdout, when DB_SYNC_CLOUDWATCH_METRICS is on; undefined otherwise. The last
+ * line is written when the command closes (after the final sync).
+ */
+function cloudWatchMetrics(ctx: CommandContext, sidecar: () => Sidecar): CloudWatchEmf | undefined {
+  const { config } = ctx;
+  if (!config.cloudwatchMetrics) return undefined;
+  const emf = new CloudWatchEmf({
+    namespace: config.cloudwatchNamespace,
+    database: config.bucket ? `s3://${config.bucket}/${config.key}` : `${config.replicaDir ?? ''}/${config.key}`,
+    write: ctx.print,
+    source: () => sidecar().status(),
+    restoreMs: () => sidecar().restoreMs,
+  });
+  ctx.shutdown.onClose('cloudwatch metrics', () => emf.stop());
+  return emf;
 }
 
 /**

@@ -5,16 +5,18 @@
  */
 import { stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { LeaseMode } from '../config.js';
+import { DEFAULT_LEASE_WAIT_WARN_MS, type LeaseMode, type VersioningCheck } from '../config.js';
 import { DbSyncError, isAbort, toError, wrapError } from '../errors.js';
 import { isConditionalStore as isConditional, type ReplicaStore } from '../replica/store.js';
 import { FencedStore, Lease, type LeaseHolderInfo, type LeaseStatus } from './lease.js';
 import { probeConditionalWrites } from './lease-probe.js';
+import { LeaseWaitWatch, type LeaseWaitStatus } from './lease-wait.js';
 import { abortLeftoverUploads, prepareLocalDirectory } from './leftovers.js';
 import { reconcileLocal } from './reconcile.js';
 import { restoreNewestGood, type Restored } from './restore.js';
 import { isRetryable, SHORT_RETRY } from './retry.js';
 import { SyncLoop, type FinalSyncResult, type SyncLoopOptions, type SyncStatus } from './sync-loop.js';
+import { checkVersioning, type VersioningStatus } from './versioning.js';
 
 export type Phase = 'starting' | 'waiting-for-lease' | 'restoring' | 'ready' | 'stopping' | 'stopped' | 'failed';
 
@@ -31,6 +33,8 @@ export interface SidecarLeaseOptions {
   readonly key: string;
   readonly ttlMs: number;
   readonly holder: LeaseHolderInfo;
+  /** Waiting longer than this for another owner's lease is logged as a stall (DB_SYNC_LEASE_WAIT_WARN); default 60 s. */
+  readonly waitWarnMs?: number | undefined;
 }
 
 export interface SidecarOptions extends SyncLoopOptions {
@@ -38,6 +42,8 @@ export interface SidecarOptions extends SyncLoopOptions {
   readonly lease?: SidecarLeaseOptions | undefined;
   /** Give up preparing after this long while the store is unreachable; 0 or absent = keep trying. */
   readonly restoreTimeoutMs?: number | undefined;
+  /** Check the store's versioning before the restore; absent = off. */
+  readonly versioningCheck?: VersioningCheck | undefined;
 }
 
 /** The lease as the sidecar reports it: `off` (disabled), `unenforced` (the store cannot enforce it), or the lease's own state. */
@@ -65,6 +71,11 @@ export class Sidecar {
   private leaseStatus: SidecarLeaseStatus = { state: 'off' };
   /** Fires when DB_SYNC_RESTORE_TIMEOUT has passed since preparing began (after the lease); undefined = never. */
   private restoreDeadline: AbortSignal | undefined;
+  private leaseWait: LeaseWaitWatch | undefined;
+  private versioning: VersioningStatus | undefined;
+  /** When preparing the database began, after the lease (monotonic ms); and how long it took, once ready. */
+  private restoringSinceMs: number | undefined;
+  private restoreMsValue: number | undefined;
 
   constructor(private readonly sidecarOptions: SidecarOptions) {
     this.options = { ...sidecarOptions, store: new FencedStore(sidecarOptions.store, () => this.lease) };
@@ -86,6 +97,10 @@ export class Sidecar {
     try {
       await this.takeLease(signal);
       this.phaseValue = 'restoring';
+      this.restoringSinceMs = performance.now();
+      // The unfenced store: reading bucket settings needs no lease. Retried as for the restore.
+      const check = this.sidecarOptions.versioningCheck ?? 'off';
+      this.versioning = await this.untilReachable(signal, (s) => checkVersioning(this.sidecarOptions.store, check, { log, signal: s }));
       // The single writer now: what a killed predecessor left (temp files, multipart uploads) is garbage.
       await prepareLocalDirectory(dbPath, log);
       await abortLeftoverUploads(this.sidecarOptions.store, key, log, signal);
@@ -170,7 +185,19 @@ export class Sidecar {
     });
     lease.onLost((error) => this.leaseLost(error));
     this.lease = lease; // status() shows who holds it while this one waits
-    await lease.acquire(signal);
+    const wait = new LeaseWaitWatch({
+      warnAfterMs: options.waitWarnMs ?? DEFAULT_LEASE_WAIT_WARN_MS,
+      log,
+      holder: () => lease.status().holder,
+      key: options.key,
+      location: options.store.location,
+    });
+    this.leaseWait = wait;
+    try {
+      await lease.acquire(signal, () => wait.start());
+    } finally {
+      wait.stop();
+    }
   }
 
   /** Lost for good: stop uploading, fail health, say so loudly. The final sync will fail too (fenced). */
@@ -279,6 +306,7 @@ export class Sidecar {
   start(): void {
     this.loop.start(this.syncFirst ? 0 : undefined);
     this.phaseValue = 'ready';
+    if (this.restoringSinceMs !== undefined) this.restoreMsValue = performance.now() - this.restoringSinceMs;
   }
 
   /**
@@ -324,12 +352,23 @@ export class Sidecar {
     await this.releaseLease();
   }
 
+  /** How long preparing the database took (restore or reconcile, not the lease wait); undefined until ready. */
+  get restoreMs(): number | undefined {
+    return this.restoreMsValue;
+  }
+
   ready(): boolean {
     return this.phaseValue === 'ready';
   }
 
-  status(): SyncStatus & { phase: Phase; lease: SidecarLeaseStatus } {
-    return { phase: this.phaseValue, ...this.loop.status(), lease: this.lease?.status() ?? this.leaseStatus };
+  status(): SyncStatus & { phase: Phase; lease: SidecarLeaseStatus; leaseWait: LeaseWaitStatus; versioning: VersioningStatus | undefined } {
+    return {
+      phase: this.phaseValue,
+      ...this.loop.status(),
+      lease: this.lease?.status() ?? this.leaseStatus,
+      leaseWait: this.leaseWait?.status() ?? { since: undefined, stalled: false },
+      versioning: this.versioning,
+    };
   }
 
   close(): void {

@@ -19,6 +19,14 @@ export interface MetricsSource {
   readonly consecutiveFailures: number;
   /** The single-writer lease; absent where there is none. */
   readonly lease?: { readonly state: string } | undefined;
+  /** Waiting for another task's lease: since when, and whether past DB_SYNC_LEASE_WAIT_WARN. */
+  readonly leaseWait?: { readonly since: string | undefined; readonly stalled: boolean } | undefined;
+}
+
+/** Seconds this task has waited for another task's lease (0 when not waiting). */
+export function leaseWaitSeconds(source: MetricsSource, nowMs = Date.now()): number {
+  const since = source.leaseWait?.since;
+  return since ? Math.max(0, (nowMs - Date.parse(since)) / 1000) : 0;
 }
 
 const DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -94,6 +102,22 @@ export class SyncMetrics {
       registers,
       collect() {
         this.set(source().lease?.state === 'held' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'db_sync_lease_wait_seconds',
+      help: "Seconds this task has waited for another task's lease (0 when not waiting); not ready meanwhile.",
+      registers,
+      collect() {
+        this.set(leaseWaitSeconds(source()));
+      },
+    });
+    new Gauge({
+      name: 'db_sync_lease_wait_stalled',
+      help: '1 while this task has waited for the lease longer than DB_SYNC_LEASE_WAIT_WARN: a stalled deployment.',
+      registers,
+      collect() {
+        this.set(source().leaseWait?.stalled ? 1 : 0);
       },
     });
     new Gauge({

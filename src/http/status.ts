@@ -11,7 +11,14 @@ import type { Config } from '../config.js';
 import type { SyncStatus } from '../core/sync-loop.js';
 
 /** The sidecar's status (phase, loop counters, lease) as the document reads it. */
-export type SidecarStatusLike = SyncStatus & { readonly phase: string; readonly lease?: unknown };
+export type SidecarStatusLike = SyncStatus & {
+  readonly phase: string;
+  readonly lease?: unknown;
+  /** Since when this task waits for another task's lease, and whether past DB_SYNC_LEASE_WAIT_WARN. */
+  readonly leaseWait?: { readonly since: string | undefined; readonly stalled: boolean } | undefined;
+  /** The bucket's versioning as checked at start; undefined before the check or when it is off. */
+  readonly versioning?: string | undefined;
+};
 
 export interface StatusInput {
   readonly sidecar: SidecarStatusLike;
@@ -43,7 +50,15 @@ export function publicConfig(config: Config, location: string) {
     integrityCheck: config.integrityCheck,
     keepBackups: config.keepBackups,
     keepBackupsDays: config.keepBackupsDays,
-    lease: { mode: config.leaseMode, bucket: config.leaseBucket ?? null, key: config.leaseKey ?? null, ttlMs: config.leaseTtlMs },
+    lease: {
+      mode: config.leaseMode,
+      bucket: config.leaseBucket ?? null,
+      key: config.leaseKey ?? null,
+      ttlMs: config.leaseTtlMs,
+      waitWarnMs: config.leaseWaitWarnMs,
+    },
+    versioningCheck: config.versioningCheck,
+    cloudwatchMetrics: config.cloudwatchMetrics ? config.cloudwatchNamespace : null,
     health: { host: config.healthHost, port: config.healthPort },
   };
 }
@@ -73,6 +88,8 @@ export function statusDocument(input: StatusInput) {
     consecutiveFailures: s.consecutiveFailures,
     lastError: s.lastError ?? null,
     lease: s.lease ?? null,
+    leaseWait: { since: s.leaseWait?.since ?? null, stalled: s.leaseWait?.stalled ?? false },
+    versioning: s.versioning ?? null,
     config: publicConfig(input.config, input.location),
   };
 }

@@ -25,6 +25,7 @@ import {
   type ReadOptions,
   type ReplicaStore,
   type SmallObject,
+  type VersioningState,
   type WriteCondition,
 } from './store.js';
 
@@ -264,6 +265,11 @@ export class DirStore implements ReplicaStore, ConditionalStore {
     } catch (error) {
       throw this.fail(error, 'list versions of', key);
     }
+  }
+
+  /** Every put keeps the previous version under `.db-sync-versions/`: always versioned. */
+  versioning(): Promise<VersioningState> {
+    return Promise.resolve('enabled');
   }
 
   async delete(key: string, options: { signal?: AbortSignal | undefined } = {}): Promise<void> {

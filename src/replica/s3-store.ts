@@ -14,6 +14,7 @@ import {
   CopyObjectCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
+  GetBucketVersioningCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
@@ -40,6 +41,7 @@ import {
   type ReadOptions,
   type ReplicaStore,
   type SmallObject,
+  type VersioningState,
   type WriteCondition,
 } from './store.js';
 
@@ -381,6 +383,12 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     return out.sort((a, b) => a.key.localeCompare(b.key));
   }
 
+  /**
+   * Every version of exactly `key`. The prefix `key` also matches `KEY.backup.*`, `KEY.lease` and the rest,
+   * and S3 lists versions in key order with `key` itself first: paging stops as soon as the listing has
+   * moved past `key`, so the thousands of versions of a lease renewed every few seconds in a versioned
+   * bucket are never read.
+   */
   async listVersions(key: string, options: { signal?: AbortSignal | undefined } = {}): Promise<ObjectInfo[]> {
     const out: ObjectInfo[] = [];
     let keyMarker: string | undefined;
@@ -408,13 +416,26 @@ export class S3Store implements ReplicaStore, ConditionalStore {
             metadata: {},
           });
         }
-        keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
-        versionMarker = page.IsTruncated ? page.NextVersionIdMarker : undefined;
+        // The next page starts after (NextKeyMarker, NextVersionIdMarker): once that is past `key`, it holds
+        // only other keys.
+        const more = page.IsTruncated === true && page.NextKeyMarker === key;
+        keyMarker = more ? page.NextKeyMarker : undefined;
+        versionMarker = more ? page.NextVersionIdMarker : undefined;
       } while (keyMarker);
     } catch (error) {
       throw this.fail(error, 'list versions of', key);
     }
     return out.sort((a, b) => b.lastModified.getTime() - a.lastModified.getTime() || Number(b.isLatest) - Number(a.isLatest));
+  }
+
+  /** GetBucketVersioning: `Enabled`, `Suspended`, or no status at all for a bucket never versioned. */
+  async versioning(options: { signal?: AbortSignal | undefined } = {}): Promise<VersioningState> {
+    try {
+      const out = await this.client.send(new GetBucketVersioningCommand({ Bucket: this.bucket }), { abortSignal: options.signal });
+      return out.Status === 'Enabled' ? 'enabled' : out.Status === 'Suspended' ? 'suspended' : 'disabled';
+    } catch (error) {
+      throw this.fail(error, 'read the versioning of');
+    }
   }
 
   async delete(key: string, options: { signal?: AbortSignal | undefined } = {}): Promise<void> {

@@ -91,9 +91,22 @@ export interface ReplicaStore {
     options: { initiatedBefore: Date; include?: ((key: string) => boolean) | undefined; signal?: AbortSignal | undefined },
   ): Promise<string[]>;
 
+  /**
+   * Whether the store keeps older versions of an overwritten object: S3 bucket versioning
+   * (GetBucketVersioning). Fallback restores, `restore --at` and `backups` depend on it.
+   * Optional: a store that always keeps versions (DirStore) may answer `enabled` or omit it.
+   */
+  versioning?(options?: { signal?: AbortSignal | undefined }): Promise<VersioningState>;
+
   /** Release connections. Idempotent. */
   close(): void;
 }
+
+/**
+ * A store's versioning: `enabled`; `suspended` (was on, now off: new writes overwrite); `disabled` (never
+ * turned on).
+ */
+export type VersioningState = 'enabled' | 'suspended' | 'disabled';
 
 /** A small object read whole, with the entity tag that conditional writes compare against. */
 export interface SmallObject {

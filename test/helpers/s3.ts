@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CreateBucketCommand, PutBucketVersioningCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, PutBucketVersioningCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
 import { S3Store } from '../../src/replica/s3-store.js';
 import { createDatabase, tempDir } from './db.js';
@@ -101,4 +101,36 @@ export async function seededBucket(rows: number, options: { bodyBytes?: number }
   createDatabase(seed, rows, options);
   await awsCli(bucket, ['s3', 'cp', seed, `s3://${bucket}/db.sqlite3`]);
   return { bucket, dir };
+}
+
+/**
+ * Write `count` versions of `key` (tiny bodies, `concurrency` PUTs in flight) straight through the SDK:
+ * thousands of versions in seconds. `metadata(i)` gives each version's user metadata.
+ * @returns the version ids, in the order the writes completed.
+ */
+export async function putVersions(
+  bucket: string,
+  key: string,
+  count: number,
+  options: { concurrency?: number; metadata?: (i: number) => Record<string, string> } = {},
+): Promise<string[]> {
+  const client = rawClient();
+  const ids: string[] = [];
+  let next = 0;
+  try {
+    await Promise.all(
+      Array.from({ length: options.concurrency ?? 32 }, async () => {
+        while (next < count) {
+          const i = next++;
+          const out = await client.send(
+            new PutObjectCommand({ Bucket: bucket, Key: key, Body: `version ${i}`, Metadata: options.metadata?.(i) }),
+          );
+          if (out.VersionId) ids.push(out.VersionId);
+        }
+      }),
+    );
+  } finally {
+    client.destroy();
+  }
+  return ids;
 }

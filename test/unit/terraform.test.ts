@@ -13,7 +13,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_KEY, DEFAULT_SHUTDOWN_TIMEOUT_MS, ENV_VARS } from '../../src/config.js';
+import { DEFAULT_CLOUDWATCH_NAMESPACE, DEFAULT_KEY, DEFAULT_SHUTDOWN_TIMEOUT_MS, ENV_VARS } from '../../src/config.js';
+import { EMF_DIMENSION, EMF_METRICS } from '../../src/http/cloudwatch-emf.js';
 
 // Loaded through require so TypeScript does not read the package's typings: they pull in
 // `lib="dom"` for the whole program.
@@ -594,6 +595,37 @@ describe('modules/bucket', () => {
       expect(variableDefault(m, 'db_keys')).toEqual([DEFAULT_KEY]);
     });
 
+    /** The dynamic rule whose filter prefix is the key (`${rule.value}`) followed by `suffix`. */
+    const siblingRule = (suffix: string): JsonObject => {
+      const found = dynamicRules.filter((r) => firstBody(r.filter, 'filter').prefix === `\${rule.value}${suffix}`);
+      expect(found, suffix).toHaveLength(1);
+      return found[0]!;
+    };
+
+    it('expires replaced lease versions after a day (the lease is rewritten every few seconds), probes included', () => {
+      const lease = siblingRule('.lease');
+      const noncurrent = firstBody(lease.noncurrent_version_expiration, 'noncurrent');
+      expect(noncurrent.noncurrent_days).toBe(1);
+      expect(noncurrent.newer_noncurrent_versions).toBeUndefined();
+      expect(lease.expiration).toBeUndefined(); // the current lease object stays
+    });
+
+    it('expires lease probe objects a failed delete left behind', () => {
+      expect(firstBody(siblingRule('.lease.probe.').expiration, 'expiration').days).toBe(1);
+    });
+
+    it('expires conflict copies after conflict_expiration_days, then like any replaced version', () => {
+      const conflict = siblingRule('.conflict.');
+      expect(resolve(m, firstBody(conflict.expiration, 'expiration').days)).toBe(30);
+      expect(resolve(m, firstBody(conflict.noncurrent_version_expiration, 'noncurrent').noncurrent_days)).toBe(30);
+    });
+
+    it('expires the continuous-replication objects under KEY.db-sync/ after the restore window', () => {
+      const replication = siblingRule('.db-sync/');
+      expect(resolve(m, firstBody(replication.expiration, 'expiration').days)).toBe(30);
+      expect(firstBody(replication.noncurrent_version_expiration, 'noncurrent').noncurrent_days).toBe(1);
+    });
+
     it('aborts incomplete multipart uploads after 1 day', () => {
       const abort = rules.filter((r) => r.abort_incomplete_multipart_upload !== undefined);
       expect(abort).toHaveLength(1);
@@ -638,14 +670,7 @@ describe('modules/iam-policy', () => {
   const document = dataSource(m, 'aws_iam_policy_document', 'this');
   const BUCKET = 'arn:aws:s3:::example-db-bucket';
   const KMS = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
-  const OBJECT_ACTIONS = [
-    's3:GetObject',
-    's3:GetObjectVersion',
-    's3:PutObject',
-    's3:DeleteObject',
-    's3:AbortMultipartUpload',
-    's3:ListMultipartUploadParts',
-  ];
+  const OBJECT_ACTIONS = ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload'];
   const BUCKET_ACTIONS = ['s3:ListBucket', 's3:ListBucketVersions', 's3:ListBucketMultipartUploads', 's3:GetBucketVersioning'];
   const KMS_ACTIONS = ['kms:Decrypt', 'kms:GenerateDataKey'];
 
@@ -709,6 +734,42 @@ describe('modules/iam-policy', () => {
     }
   });
 
+  it('grants an action for every S3 command the code sends, and no action the code never needs', () => {
+    // Every S3 command db-sync sends, and the IAM actions it needs (GET/HEAD of a version needs both
+    // object read actions; lib-storage's multipart calls need s3:PutObject; HeadBucket is s3:ListBucket).
+    const NEEDS: Record<string, string[]> = {
+      GetObjectCommand: ['s3:GetObject', 's3:GetObjectVersion'],
+      HeadObjectCommand: ['s3:GetObject', 's3:GetObjectVersion'],
+      PutObjectCommand: ['s3:PutObject'],
+      CopyObjectCommand: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject'],
+      DeleteObjectCommand: ['s3:DeleteObject'],
+      AbortMultipartUploadCommand: ['s3:AbortMultipartUpload'],
+      ListObjectsV2Command: ['s3:ListBucket'],
+      ListObjectVersionsCommand: ['s3:ListBucketVersions'],
+      ListMultipartUploadsCommand: ['s3:ListBucketMultipartUploads'],
+      GetBucketVersioningCommand: ['s3:GetBucketVersioning'],
+      HeadBucketCommand: ['s3:ListBucket'],
+      // @aws-sdk/lib-storage's Upload, for databases larger than one part.
+      CreateMultipartUploadCommand: ['s3:PutObject'],
+      UploadPartCommand: ['s3:PutObject'],
+      CompleteMultipartUploadCommand: ['s3:PutObject'],
+    };
+    const srcDir = path.resolve(ROOT, '..', 'src');
+    const sources = (dir: string): string[] =>
+      readdirSync(dir).flatMap((e) => {
+        const full = path.join(dir, e);
+        return statSync(full).isDirectory() ? sources(full) : e.endsWith('.ts') ? [readFileSync(full, 'utf8')] : [];
+      });
+    const sent = new Set(sources(srcDir).flatMap((text) => [...text.matchAll(/new (\w+Command)\(/g)].map((match) => match[1]!)));
+    expect(sent.has('GetBucketVersioningCommand')).toBe(true);
+    expect(sources(srcDir).some((text) => text.includes("from '@aws-sdk/lib-storage'"))).toBe(true);
+    for (const command of ['CreateMultipartUploadCommand', 'UploadPartCommand', 'CompleteMultipartUploadCommand']) sent.add(command);
+    for (const command of sent) expect(NEEDS[command], `${command} is sent by src/ but not in this table`).toBeDefined();
+    const needed = new Set([...sent].flatMap((command) => NEEDS[command] ?? []));
+    const granted = new Set(renderPolicy(DEFAULT_KEY, null).flatMap((st) => st.actions));
+    expect([...granted].sort()).toEqual([...needed].sort());
+  });
+
   it('names no wildcard resource except the KEY.* suffix', () => {
     const statements = renderPolicy(DEFAULT_KEY, KMS);
     const resources = statements.flatMap((s) => s.resources);
@@ -738,7 +799,15 @@ describe('modules/iam-policy', () => {
   it('allows the objects db-sync writes and nothing next to them', () => {
     for (const key of [DEFAULT_KEY, 'apps/notes/data.sqlite3']) {
       const policy = renderPolicy(key, null);
-      for (const object of [key, `${key}.backup.20250101_120000`, `${key}.lease`, `${key}.conflict.20250101_120000`]) {
+      const written = [
+        key,
+        `${key}.backup.20250101_120000`,
+        `${key}.lease`,
+        `${key}.lease.probe.a1b2c3d4e5f6`,
+        `${key}.conflict.20250101_120000`,
+        `${key}.db-sync/0000000000000001/0000000000000001-1767225600000.seg`,
+      ];
+      for (const object of written) {
         for (const action of OBJECT_ACTIONS) expect(allowed(policy, action, `${BUCKET}/${object}`), `${action} ${object}`).toBe(true);
       }
       for (const object of [`${key}-wal`, `${key}x`, `other/${key}`, 'other.sqlite3', `x${key}.lease`]) {
@@ -755,6 +824,7 @@ describe('modules/iam-policy', () => {
     for (const action of ['s3:ListBucket', 's3:ListBucketVersions']) {
       expect(allowed(policy, action, BUCKET, DEFAULT_KEY)).toBe(true);
       expect(allowed(policy, action, BUCKET, `${DEFAULT_KEY}.backup.`)).toBe(true);
+      expect(allowed(policy, action, BUCKET, `${DEFAULT_KEY}.db-sync/`)).toBe(true);
       expect(allowed(policy, action, BUCKET, '')).toBe(false);
       expect(allowed(policy, action, BUCKET, 'other')).toBe(false);
       expect(allowed(policy, action, BUCKET, undefined)).toBe(false);
@@ -871,8 +941,9 @@ describe('modules/ecs-task', () => {
       expect(sidecar.names).toContain(required);
     }
     expect(new Set(sidecar.names).size).toBe(sidecar.names.length);
-    // The wrapper passes db-sync the same settings, plus the app's own (dynamic) variables.
-    expect([...wrapped.names].sort()).toEqual([...sidecar.names].sort());
+    // The wrapper passes db-sync the same settings, plus the app's stop deadline for `exec`, plus the
+    // app's own (dynamic) variables.
+    expect([...wrapped.names].sort()).toEqual([...sidecar.names, 'DB_SYNC_CHILD_STOP_TIMEOUT'].sort());
     expect(wrapped.dynamic).toEqual(['var.app_environment']);
     expect(sidecar.dynamic).toEqual([]);
     expect(appOnly).toEqual({ names: [], dynamic: ['var.app_environment'] });
@@ -941,6 +1012,28 @@ describe('modules/ecs-task', () => {
     expect(max + evaluateNumber(m, '${local.stop_timeout_margin_seconds}')).toBeLessThanOrEqual(FARGATE_MAX_STOP_TIMEOUT);
   });
 
+  it('wrapper mode gives the app its own stop timeout (DB_SYNC_CHILD_STOP_TIMEOUT), which the stopTimeout covers', () => {
+    const exec = asArray(localValue(m, 'exec_environment'), 'exec_environment').map((e) => asObject(e, 'env'));
+    expect(exec).toEqual([{ name: 'DB_SYNC_CHILD_STOP_TIMEOUT', value: '${var.app_stop_timeout_seconds}s' }]);
+    expect(String(wrapper!.environment)).toContain('local.exec_environment');
+    expect(String(dbSync!.environment)).not.toContain('exec_environment');
+    expect(String(localValue(m, 'wrapper_stop_timeout'))).toContain('var.app_stop_timeout_seconds + var.shutdown_timeout_seconds');
+  });
+
+  it('warns of a stalled lease wait at the health check start period, and writes CloudWatch EMF metrics', () => {
+    expect(envValue(dbSync!, 'DB_SYNC_LEASE_WAIT_WARN')).toBe('${max(1, var.health_check_start_period_seconds)}s');
+    expect(asObject(resolve(m, localValue(m, 'db_sync_health_check')), 'health').startPeriod).toBe(
+      '${var.health_check_start_period_seconds}',
+    );
+    expect(envValue(dbSync!, 'DB_SYNC_CLOUDWATCH_METRICS')).toBe('${tostring(var.cloudwatch_metrics)}');
+    expect(variableDefault(m, 'cloudwatch_metrics')).toBe(true);
+    expect(envValue(dbSync!, 'DB_SYNC_CLOUDWATCH_NAMESPACE')).toBe('${var.cloudwatch_namespace}');
+    expect(variableDefault(m, 'cloudwatch_namespace')).toBe(DEFAULT_CLOUDWATCH_NAMESPACE);
+    // The dimension db-sync writes (src/commands/run.ts: s3://BUCKET/KEY), for alarms.
+    expect(m.outputs.metric_dimensions?.value).toEqual({ [EMF_DIMENSION]: 's3://${var.bucket_name}/${var.db_key}' });
+    expect(m.outputs.metric_namespace?.value).toBe('${var.cloudwatch_namespace}');
+  });
+
   it('shares one task-storage volume at the database directory between the app and db-sync', () => {
     const volume = firstBody(task.volume, 'volume');
     expect(Object.keys(volume)).toEqual(['name']); // no host path, no EFS: ephemeral task storage
@@ -990,5 +1083,19 @@ describe('examples/complete', () => {
     expect(service.desired_count).toBe(1);
     expect(service.deployment_maximum_percent).toBe(100);
     expect(service.deployment_minimum_healthy_percent).toBe(0);
+  });
+
+  it('alarms on the age of the last successful sync, with the metric db-sync writes, missing data as breaching', () => {
+    const alarm = resource(m, 'aws_cloudwatch_metric_alarm', 'sync_age');
+    expect(alarm.metric_name).toBe(EMF_METRICS.lastSuccessfulSyncAge.name);
+    expect(alarm.namespace).toBe('${module.task.metric_namespace}');
+    expect(alarm.dimensions).toBe('${module.task.metric_dimensions}');
+    expect(alarm.statistic).toBe('Maximum');
+    expect(alarm.comparison_operator).toBe('GreaterThanThreshold');
+    expect(alarm.treat_missing_data).toBe('breaching');
+    // Three intervals of the example's 5-minute sync interval.
+    expect(m.modules.task?.sync_interval).toBe('5m');
+    expect(alarm.threshold).toBe(900);
+    expect(Number(alarm.period) * Number(alarm.evaluation_periods)).toBeGreaterThanOrEqual(900);
   });
 });

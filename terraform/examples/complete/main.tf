@@ -79,3 +79,26 @@ resource "aws_ecs_service" "this" {
     assign_public_ip = var.assign_public_ip
   }
 }
+
+# db-sync writes its metrics into its log stream as CloudWatch Embedded Metric Format
+# (cloudwatch_metrics, on by default in the task module). LastSuccessfulSyncAgeSeconds is the
+# time since the last sync run that reached S3 or found nothing to upload: it stays below the
+# interval (5 min here) while everything works, and rises when uploads fail, the lease is lost
+# or the sidecar is stuck. Missing data counts as breaching: a task that never becomes ready, or
+# no task at all, reports nothing. 15 minutes (three intervals) covers a deployment's gap.
+resource "aws_cloudwatch_metric_alarm" "sync_age" {
+  alarm_name          = "${var.name}-db-sync-last-successful-sync-age"
+  alarm_description   = "db-sync has not completed a sync of ${local.db_key} for three intervals: changes may not be reaching S3. See the db-sync container logs (FINAL SYNC FAILED, LEASE LOST, LEASE WAIT STALLED, sync failed)."
+  namespace           = module.task.metric_namespace
+  metric_name         = "LastSuccessfulSyncAgeSeconds"
+  dimensions          = module.task.metric_dimensions
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 900
+  treat_missing_data  = "breaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+}

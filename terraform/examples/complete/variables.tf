@@ -65,3 +65,9 @@ variable "assign_public_ip" {
   type        = bool
   default     = false
 }
+
+variable "alarm_actions" {
+  description = "ARNs (e.g. an SNS topic) notified when db-sync's last successful sync gets too old, and when it recovers."
+  type        = list(string)
+  default     = []
+}

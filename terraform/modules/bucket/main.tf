@@ -105,6 +105,93 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
+  # The lease (KEY.lease, and the KEY.lease.probe.* objects of its start-up check) is rewritten
+  # every TTL/3, 10 s by default: in a versioned bucket that is ~8,600 versions a day. They are
+  # worth nothing once replaced, so they go after a day, without the floor of the first rule.
+  # (An unversioned lease bucket, DB_SYNC_LEASE_BUCKET, avoids them altogether.)
+  dynamic "rule" {
+    for_each = { for index, key in var.db_keys : tostring(index) => key }
+
+    content {
+      id     = "expire-lease-versions-${rule.key}"
+      status = "Enabled"
+
+      filter {
+        prefix = "${rule.value}.lease"
+      }
+
+      noncurrent_version_expiration {
+        noncurrent_days = 1
+      }
+    }
+  }
+
+  # A lease probe object is deleted right after the check; one whose delete failed (S3 error,
+  # stop signal) would stay forever. No probe lives longer than a few seconds.
+  dynamic "rule" {
+    for_each = { for index, key in var.db_keys : tostring(index) => key }
+
+    content {
+      id     = "expire-lease-probes-${rule.key}"
+      status = "Enabled"
+
+      filter {
+        prefix = "${rule.value}.lease.probe."
+      }
+
+      expiration {
+        days = 1
+      }
+    }
+  }
+
+  # KEY.conflict.* holds a local database that diverged from the store, kept for a human to
+  # compare (db-sync refused to start). Each restart in that state writes another full copy, so
+  # they expire: after conflict_expiration_days as current objects, then like any replaced version.
+  dynamic "rule" {
+    for_each = { for index, key in var.db_keys : tostring(index) => key }
+
+    content {
+      id     = "expire-conflict-copies-${rule.key}"
+      status = "Enabled"
+
+      filter {
+        prefix = "${rule.value}.conflict."
+      }
+
+      expiration {
+        days = var.conflict_expiration_days
+      }
+
+      noncurrent_version_expiration {
+        noncurrent_days = var.noncurrent_version_expiration_days
+      }
+    }
+  }
+
+  # Continuous replication writes its segments under KEY.db-sync/ (each object once) and needs
+  # them only for the point-in-time window: they expire after it, like the versions of KEY.
+  dynamic "rule" {
+    for_each = { for index, key in var.db_keys : tostring(index) => key }
+
+    content {
+      id     = "expire-replication-objects-${rule.key}"
+      status = "Enabled"
+
+      filter {
+        prefix = "${rule.value}.db-sync/"
+      }
+
+      expiration {
+        days = var.noncurrent_version_expiration_days
+      }
+
+      noncurrent_version_expiration {
+        noncurrent_days = 1
+      }
+    }
+  }
+
   # A multipart upload that never completes (task killed mid-upload) leaves parts that are
   # billed but invisible in listings. db-sync aborts its own failed uploads; this rule catches
   # the ones it never got the chance to abort.

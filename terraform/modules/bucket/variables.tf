@@ -41,8 +41,19 @@ variable "noncurrent_versions_to_keep" {
   }
 }
 
+variable "conflict_expiration_days" {
+  description = "Days a KEY.conflict.* copy (a local database that diverged from the store, kept for a human to compare) stays before S3 expires it."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.conflict_expiration_days >= 1 && floor(var.conflict_expiration_days) == var.conflict_expiration_days
+    error_message = "conflict_expiration_days must be a whole number of days, at least 1."
+  }
+}
+
 variable "db_keys" {
-  description = "DB_S3_KEY of every database stored in this bucket. Used only to scope the lifecycle rule that expires pruned KEY.backup.* objects; see main.tf."
+  description = "DB_S3_KEY of every database stored in this bucket. Used to scope the lifecycle rules of the keys db-sync writes next to each: KEY.backup.*, KEY.lease, KEY.lease.probe.*, KEY.conflict.* and KEY.db-sync/; see main.tf."
   type        = list(string)
   default     = ["db.sqlite3"]
 

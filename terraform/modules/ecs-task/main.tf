@@ -43,7 +43,18 @@ locals {
     { name = "DB_SYNC_SHUTDOWN_TIMEOUT", value = "${var.shutdown_timeout_seconds}s" },
     { name = "DB_SYNC_INTEGRITY_CHECK", value = var.integrity_check },
     { name = "DB_SYNC_LEASE", value = var.lease_mode },
+    # A task still waiting for the lease when its health check starts counting is a stalled
+    # deployment: db-sync then logs LEASE WAIT STALLED and reports LeaseWaitSeconds.
+    { name = "DB_SYNC_LEASE_WAIT_WARN", value = "${max(1, var.health_check_start_period_seconds)}s" },
+    { name = "DB_SYNC_CLOUDWATCH_METRICS", value = tostring(var.cloudwatch_metrics) },
+    { name = "DB_SYNC_CLOUDWATCH_NAMESPACE", value = var.cloudwatch_namespace },
     { name = "LOG_LEVEL", value = var.log_level },
+  ]
+
+  # Wrapper mode only: `db-sync exec` stops the app itself, so it must give the app the same time
+  # to exit that its stopTimeout budget reserves (without it, db-sync's 10 s default applies).
+  exec_environment = [
+    { name = "DB_SYNC_CHILD_STOP_TIMEOUT", value = "${var.app_stop_timeout_seconds}s" },
   ]
 
   app_environment = [for name in sort(keys(var.app_environment)) : { name = name, value = var.app_environment[name] }]
@@ -128,7 +139,7 @@ locals {
     essential    = true
     entryPoint   = var.wrapper_entrypoint
     command      = var.app_command
-    environment  = concat(local.db_sync_environment, local.app_environment)
+    environment  = concat(local.db_sync_environment, local.exec_environment, local.app_environment)
     portMappings = local.app_port_mappings
     mountPoints  = [local.db_mount_point]
     healthCheck  = local.db_sync_health_check
@@ -281,7 +292,7 @@ resource "aws_ecs_task_definition" "this" {
     }
 
     precondition {
-      condition     = length(setintersection(keys(var.app_environment), [for entry in local.db_sync_environment : entry.name])) == 0
+      condition     = length(setintersection(keys(var.app_environment), [for entry in concat(local.db_sync_environment, local.exec_environment) : entry.name])) == 0
       error_message = "app_environment must not set db-sync's own variables; use this module's variables for them."
     }
 

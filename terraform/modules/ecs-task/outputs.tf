@@ -47,3 +47,13 @@ output "container_definitions" {
   description = "The container definitions as registered (JSON)."
   value       = aws_ecs_task_definition.this.container_definitions
 }
+
+output "metric_dimensions" {
+  description = "Dimensions of db-sync's CloudWatch metrics for this database (namespace var.cloudwatch_namespace), e.g. for an alarm on LastSuccessfulSyncAgeSeconds."
+  value       = { Database = "s3://${var.bucket_name}/${var.db_key}" }
+}
+
+output "metric_namespace" {
+  description = "CloudWatch namespace of db-sync's metrics."
+  value       = var.cloudwatch_namespace
+}

@@ -164,6 +164,18 @@ variable "integrity_check" {
   }
 }
 
+variable "cloudwatch_metrics" {
+  description = "Write db-sync's key metrics (sync age, data at risk, failures, bytes uploaded, restore duration, lease) as CloudWatch Embedded Metric Format lines in its log stream (DB_SYNC_CLOUDWATCH_METRICS): awslogs turns them into metrics, with no agent and no extra IAM."
+  type        = bool
+  default     = true
+}
+
+variable "cloudwatch_namespace" {
+  description = "CloudWatch namespace of those metrics (DB_SYNC_CLOUDWATCH_NAMESPACE)."
+  type        = string
+  default     = "db-sync"
+}
+
 variable "lease_mode" {
   description = "Single-writer lease (DB_SYNC_LEASE): required, auto or off. AWS S3 enforces the conditional writes the lease needs, so `required` makes a new task wait for the old one's final upload during a deployment, and refuses to start if the lease cannot be enforced."
   type        = string

@@ -4,7 +4,8 @@
 locals {
   object_arns = [
     "${var.bucket_arn}/${var.db_key}",
-    # KEY.backup.YYYYMMDD_HHMMSS (final upload on SIGTERM), KEY.lease, KEY.conflict.*
+    # KEY.backup.YYYYMMDD_HHMMSS (final upload on SIGTERM), KEY.lease, KEY.lease.probe.*,
+    # KEY.conflict.* and the continuous-replication objects under KEY.db-sync/ ("*" spans "/").
     "${var.bucket_arn}/${var.db_key}.*",
   ]
 }
@@ -14,7 +15,8 @@ data "aws_iam_policy_document" "this" {
   # a DeleteObject in a versioned bucket only adds a delete marker, so db-sync can prune
   # backups and release its lease but can never destroy history; the lifecycle rules do that.
   # Multipart uploads (large databases) need only s3:PutObject to create, upload parts and
-  # complete; aborting and listing parts are separate actions.
+  # complete; aborting is a separate action. db-sync never lists an upload's parts
+  # (s3:ListMultipartUploadParts): it aborts a failed upload rather than resume it.
   statement {
     sid    = "DatabaseObjects"
     effect = "Allow"
@@ -24,7 +26,6 @@ data "aws_iam_policy_document" "this" {
       "s3:PutObject",
       "s3:DeleteObject",
       "s3:AbortMultipartUpload",
-      "s3:ListMultipartUploadParts",
     ]
     resources = local.object_arns
   }
