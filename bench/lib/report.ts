@@ -178,6 +178,7 @@ function transferTable(t: TransferResult<string>, peerRatios: string[]): string[
  * (`modelled`, from results-NAME.json).
  */
 export function renderMarkdown(base: Results | undefined, modelled: readonly Results[] = [], companion?: Results): string {
+  if (base && modelled.length === 0) return renderRun(base);
   const out: string[] = [];
   if (base) out.push(renderRun(base).trimEnd(), '');
   else out.push('# db-sync benchmark results', '', 'No loopback run (results.json) in this directory.', '');
