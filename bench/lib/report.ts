@@ -430,6 +430,18 @@ export function paramFindings(p: ParamsResult): string[] {
   return out;
 }
 
+/**
+ * What limits a modelled figure, from its rate and how much slower than loopback it is: near the
+ * per-connection cap, the cap; hardly slower than loopback, the machine (the model's limits are not
+ * reached); otherwise the model's latency per request and its caps on top of the machine.
+ */
+function limitOf(mbPerS: number, slowerThanLoopback: number, model: NetworkModel | undefined): string {
+  if (!model || !Number.isFinite(mbPerS)) return '';
+  if (mbPerS >= 0.7 * model.connectionMBps) return `the per-connection cap (${model.connectionMBps} MB/s)`;
+  if (Number.isFinite(slowerThanLoopback) && slowerThanLoopback < 1.2) return 'this machine (CPU), not the model: loopback is as slow';
+  return `the model (${model.firstByteMs} ms per request, caps) on top of this machine`;
+}
+
 /** One network-model run, side by side with the loopback run. */
 function renderModelled(base: Results | undefined, r: Results): string[] {
   const model = modelOf(r);
@@ -454,15 +466,16 @@ function renderModelled(base: Results | undefined, r: Results): string[] {
     out.push(
       `### ${title}`,
       '',
-      `| size | tool | ${name} wall s | ${name} MB/s | loopback wall s | loopback MB/s | ${name} / loopback |`,
-      '|---:|---|---:|---:|---:|---:|---:|',
+      `| size | tool | ${name} wall s | ${name} MB/s | loopback wall s | loopback MB/s | ${name} / loopback | what limits it |`,
+      '|---:|---|---:|---:|---:|---:|---:|---|',
     );
     for (const t of sizes) {
       const l = base?.sizes[String(t.sizeMB)]?.[kind] as TransferResult<string> | undefined;
       for (const [tool, res] of Object.entries(t.tools) as Array<[string, ToolResult]>) {
         const lb = (l?.tools as Record<string, ToolResult> | undefined)?.[tool]?.median;
+        const slower = lb ? res.median.wallS / lb.wallS : Number.NaN;
         out.push(
-          `| ${t.sizeMB} MB | ${tool} | ${f(res.median.wallS)} | ${f(res.median.mbPerS, 0)} | ${f(lb?.wallS)} | ${f(lb?.mbPerS, 0)} | x${f(lb ? res.median.wallS / lb.wallS : Number.NaN)} |`,
+          `| ${t.sizeMB} MB | ${tool} | ${f(res.median.wallS)} | ${f(res.median.mbPerS, 0)} | ${f(lb?.wallS)} | ${f(lb?.mbPerS, 0)} | x${f(slower)} | ${limitOf(res.median.mbPerS, slower, model)} |`,
         );
       }
       out.push(
@@ -474,7 +487,7 @@ function renderModelled(base: Results | undefined, r: Results): string[] {
                 .map(([k, v]) => `${k} ${f(v)}`)
                 .join(', ')
             : '–'
-        } | | |`,
+        } | | | |`,
       );
     }
     out.push('');
