@@ -15,7 +15,8 @@
  * in-region round trips of ~1 ms) is not modelled.
  */
 import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -66,30 +67,28 @@ export function describeModel(m: NetworkModel): string {
   return `${m.name}: ${m.connectionMBps} MB/s per connection, ${m.firstByteMs} ms first-byte latency per request, ${m.totalMBps} MB/s for the task (each direction)`;
 }
 
-/** Largest slice the proxy forwards at once: small enough that pacing is smooth, large enough to keep timers few. */
+/** Largest slice the proxy forwards at once: sockets hand over at most 64 KiB, larger chunks are cut. */
 const SLICE_BYTES = 64 * 1024;
 /**
- * What a bucket may save up: 25 ms of its rate (at least one slice). Timers on a loaded machine fire late;
- * the bytes a late timer could have sent are caught up from this, so the long-run rate stays at the cap
- * instead of sagging under it. It also bounds how far above the cap a transfer can measure: by at most
- * this much data (one 85 MB/s connection: 2.1 MB), once, after an idle pause.
+ * What a bucket may save up: 100 ms of its rate (at least one slice). Timers on a loaded machine fire
+ * late; the bytes a late timer could have sent are caught up from this, so a stream's long-run rate stays
+ * at the cap instead of sagging under it. It cannot lift a stream above the cap: a body's bucket starts
+ * empty (see {@link paced}), so by any moment it has sent at most rate × elapsed (+ one slice).
  */
-const BURST_MS = 25;
+const BURST_MS = 100;
 
 /**
  * A token bucket in bytes. {@link take} always grants and returns how long to wait before sending (the
- * tokens may go negative: a debt the next refill pays), so several connections sharing the task's bucket
- * are served in the order they asked.
+ * tokens may go negative: a debt the next refill pays), so several streams sharing the task's bucket are
+ * served in the order they asked.
  */
 export class TokenBucket {
-  private tokens: number;
+  private tokens = 0;
   private last = performance.now();
   private readonly burst: number;
 
   constructor(private readonly bytesPerS: number) {
     this.burst = Math.max(SLICE_BYTES, (bytesPerS * BURST_MS) / 1000);
-    // Empty at first: a new connection's first bytes are paced from its first byte on.
-    this.tokens = 0;
   }
 
   /** Take `bytes`; returns the ms to wait until they are paid for (0 when the bucket held them). */
@@ -102,18 +101,31 @@ export class TokenBucket {
   }
 }
 
-/** Pace a byte stream through `buckets` (all of them must allow each slice). */
-function paced(buckets: readonly TokenBucket[]) {
-  return async function* (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-    for await (const chunk of source) {
-      for (let at = 0; at < chunk.length; at += SLICE_BYTES) {
-        const slice = chunk.subarray(at, at + SLICE_BYTES);
-        const waitMs = Math.max(...buckets.map((b) => b.take(slice.length)));
-        if (waitMs > 0) await sleep(waitMs);
-        yield slice;
-      }
-    }
-  };
+/**
+ * Pace one body (a request's or a response's) at `connectionBytesPerS` and through the task's `shared`
+ * bucket. The body's own bucket is new and empty: HTTP/1.1 carries one body at a time per connection and
+ * direction, so this is the connection's cap, and a connection that was idle (or waited out the first-byte
+ * latency) gets no saved-up burst — TCP would not send faster after a pause either.
+ */
+function paced(connectionBytesPerS: number, shared: TokenBucket): Transform {
+  const own = new TokenBucket(connectionBytesPerS);
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      const slices: Buffer[] = [];
+      for (let at = 0; at < chunk.length; at += SLICE_BYTES) slices.push(chunk.subarray(at, at + SLICE_BYTES));
+      const next = (): void => {
+        const slice = slices.shift();
+        if (!slice) return done();
+        const waitMs = Math.max(own.take(slice.length), shared.take(slice.length));
+        this.push(slice);
+        // The slice is pushed now and the next one waits for its debt to be paid: the same average
+        // rate as waiting first, with one timer per slice instead of a promise chain.
+        if (waitMs > 0) setTimeout(next, waitMs);
+        else next();
+      };
+      next();
+    },
+  });
 }
 
 export interface NetworkProxy {
@@ -130,20 +142,11 @@ export async function startNetworkProxy(target: string, model: NetworkModel): Pr
   const upstreamAgent = new Agent({ keepAlive: true });
   const taskUp = new TokenBucket(model.totalMBps * BYTES_PER_MB);
   const taskDown = new TokenBucket(model.totalMBps * BYTES_PER_MB);
-  const perConnection = new WeakMap<Socket, { up: TokenBucket; down: TokenBucket }>();
-  const bucketsOf = (socket: Socket): { up: TokenBucket; down: TokenBucket } => {
-    let b = perConnection.get(socket);
-    if (!b) {
-      b = { up: new TokenBucket(model.connectionMBps * BYTES_PER_MB), down: new TokenBucket(model.connectionMBps * BYTES_PER_MB) };
-      perConnection.set(socket, b);
-    }
-    return b;
-  };
+  const connectionBytesPerS = model.connectionMBps * BYTES_PER_MB;
   let forwarded = 0;
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     forwarded += 1;
-    const conn = bucketsOf(req.socket);
     const fail = (error: unknown): void => {
       if (!res.headersSent) res.writeHead(502);
       res.end(String(error));
@@ -154,7 +157,7 @@ export async function startNetworkProxy(target: string, model: NetworkModel): Pr
         void (async () => {
           await sleep(model.firstByteMs);
           res.writeHead(up.statusCode ?? 502, up.headers);
-          await pipeline(up, paced([conn.down, taskDown]), res);
+          await pipeline(up, paced(connectionBytesPerS, taskDown), res);
         })().catch((error: unknown) => {
           up.destroy();
           if (!res.writableEnded) fail(error);
@@ -162,7 +165,7 @@ export async function startNetworkProxy(target: string, model: NetworkModel): Pr
       },
     );
     upstream.on('error', fail);
-    pipeline(req, paced([conn.up, taskUp]), upstream).catch((error: unknown) => {
+    pipeline(req, paced(connectionBytesPerS, taskUp), upstream).catch((error: unknown) => {
       upstream.destroy();
       fail(error);
     });
