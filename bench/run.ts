@@ -17,22 +17,30 @@ import { format, resolveConfig } from 'prettier';
 import { createContext, SECTIONS, type Context, type Options, type Section } from './lib/context.js';
 import { CLI } from './lib/dbsync.js';
 import { machineInfo, versions } from './lib/machine.js';
+import { describeModel, networkModel, startNetworkProxy, type NetworkProxy } from './lib/netmodel.js';
 import { GNU_TIME } from './lib/proc.js';
 import { evaluateTargets, renderMarkdown, type Results } from './lib/report.js';
 import { ROOT, serverSettings, startServer, stopServer } from './lib/s3.js';
 import { median, round } from './lib/stats.js';
 import { startIdle, type IdleRun } from './sections/idle.js';
+import { transferParams } from './sections/params.js';
 import { dataAtRisk } from './sections/risk.js';
 import { restoreSize, uploadSize, type SizeResult } from './sections/transfer.js';
 import { writerImpact } from './sections/writer-impact.js';
+
+/** `--network loopback`: the loopback companion run of a modelled one (see {@link renderResults}). */
+const LOOPBACK = 'loopback';
 
 // The SDK's Node-version notice (see src/cli.ts) in the middle of the progress lines.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const USAGE = `usage: tsx bench/run.ts [--quick] [--sections ${SECTIONS.join(',')}] [--sizes 10,200,1000]
   [--runs N] [--runs-large N] [--writer-seconds S] [--writer-size MB] [--rate N] [--idle-seconds S]
-  [--interval 5s] [--no-overlap] [--out DIR] [--keep-server] [--keep-work]
-  [--render]   only re-render RESULTS.md (targets included) from the results.json in --out (default bench/)`;
+  [--interval 5s] [--no-overlap] [--out DIR] [--keep-server] [--keep-work] [--param-sizes 200,1000]
+  [--network aws [--net-conn-mbps 85] [--net-latency-ms 50] [--net-total-mbps 300]]
+               every tool talks to S3 through the network model (bench/lib/netmodel.ts); a full run
+               writes bench/results-NAME.json and the side-by-side section of RESULTS.md
+  [--render]   only re-render RESULTS.md (targets included) from the results*.json in --out (default bench/)`;
 
 function parseOptions(argv: string[]): { opts: Options; out: string | undefined; render: boolean } {
   const { values } = parseArgs({
@@ -53,6 +61,11 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
       'keep-server': { type: 'boolean', default: false },
       'keep-work': { type: 'boolean', default: false },
       render: { type: 'boolean', default: false },
+      network: { type: 'string' },
+      'net-conn-mbps': { type: 'string' },
+      'net-latency-ms': { type: 'string' },
+      'net-total-mbps': { type: 'string' },
+      'param-sizes': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -70,6 +83,20 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
   const sections = values.sections ? values.sections.split(',').map((s) => s.trim()) : [...SECTIONS];
   for (const s of sections) if (!SECTIONS.includes(s as Section)) throw new Error(`--sections: unknown section "${s}"\n${USAGE}`);
   const sizes = values.sizes ? values.sizes.split(',').map((s) => num(s.trim(), 0, 'sizes')) : quick ? [10] : [10, 200, 1000];
+  const optional = (raw: string | undefined, name: string): number | undefined => (raw === undefined ? undefined : num(raw, 0, name));
+  // `--network loopback`: no model, but the figures go to results-loopback.json, the loopback column of
+  // the side-by-side tables (a run under the same load as the modelled one, unlike results.json).
+  const network =
+    values.network && values.network !== LOOPBACK
+      ? networkModel(values.network, {
+          connectionMBps: optional(values['net-conn-mbps'], 'net-conn-mbps'),
+          firstByteMs: values['net-latency-ms'] === undefined ? undefined : Number(values['net-latency-ms']),
+          totalMBps: optional(values['net-total-mbps'], 'net-total-mbps'),
+        })
+      : undefined;
+  if (!network && (values['net-conn-mbps'] ?? values['net-latency-ms'] ?? values['net-total-mbps']) !== undefined)
+    throw new Error(`--net-* options adjust a --network preset; give --network too\n${USAGE}`);
+  if (network && !(network.firstByteMs >= 0)) throw new Error(`--net-latency-ms: expected 0 or more\n${USAGE}`);
   const opts: Options = {
     quick,
     sections: sections as Section[],
@@ -88,6 +115,13 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
     killAfterDefaultS: quick ? 20 : 90,
     keepServer: values['keep-server'] ?? false,
     keepWork: values['keep-work'] ?? false,
+    network,
+    companion: values.network === LOOPBACK,
+    paramSizes: values['param-sizes']
+      ? values['param-sizes'].split(',').map((x) => num(x.trim(), 0, 'param-sizes'))
+      : quick
+        ? [10]
+        : [200, 1000],
   };
   return { opts, out: values.out, render: values.render ?? false };
 }
@@ -120,13 +154,16 @@ async function main(): Promise<void> {
     const saved = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as Results;
     saved.targets = evaluateTargets(saved);
     await writeJson(join(dir, 'results.json'), saved);
-    writeFileSync(join(dir, 'RESULTS.md'), renderMarkdown(saved));
+    writeFileSync(join(dir, 'RESULTS.md'), renderResults(dir, saved));
     process.stderr.write(`[bench] re-rendered ${join(dir, 'RESULTS.md')}\n`);
     return;
   }
   const full = !opts.quick && opts.sections.length === SECTIONS.length;
   const work = join(ROOT, 'bench', '.work');
   const outDir = outArg ?? (full ? join(ROOT, 'bench') : join(work, 'results'));
+  // Loopback figures in results.json, each network model's in results-NAME.json; RESULTS.md shows them side by side.
+  const resultsName = opts.network?.name ?? (opts.companion ? LOOPBACK : undefined);
+  const resultsFile = join(outDir, resultsName ? `results-${resultsName}.json` : 'results.json');
   mkdirSync(work, { recursive: true });
   for (const name of ['logs', 'results']) rmSync(join(work, name), { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
@@ -139,7 +176,12 @@ async function main(): Promise<void> {
   const settings = serverSettings();
   process.stderr.write(`[bench] starting the benchmark's own S3 server on 127.0.0.1:${settings.port} (${settings.dir})\n`);
   const info = await startServer(settings);
-  const ctx = createContext(opts, work, settings, info);
+  let network: NetworkProxy | undefined;
+  if (opts.network) {
+    network = await startNetworkProxy(info.endpoint, opts.network);
+    process.stderr.write(`[bench] network model ${describeModel(opts.network)}, at ${network.endpoint}\n`);
+  }
+  const ctx = createContext(opts, work, settings, info, network);
   ctx.log(`load average before: ${loadBefore.join(' ')}; options: ${JSON.stringify(opts)}`);
   const failures: string[] = [];
   const sizes: Record<string, SizeResult> = {};
@@ -176,6 +218,13 @@ async function main(): Promise<void> {
       if (has('upload')) await attempt(`upload ${sizeMB} MB`, async () => void (entry.upload = await uploadSize(ctx, sizeMB)));
       if (has('restore')) await attempt(`restore ${sizeMB} MB`, async () => void (entry.restore = await restoreSize(ctx, sizeMB)));
     }
+    if (has('params')) {
+      if (!fresh) await restart(ctx);
+      fresh = false;
+      await attempt('params', async () => void (results.params = await transferParams(ctx)));
+    }
+    // Hook for the steady-state sync section (change objects between snapshots, another engineer's
+    // work): add it here; under --network it runs through the model like every other section.
     if (has('writer')) {
       if (!fresh) await restart(ctx);
       fresh = false;
@@ -196,6 +245,7 @@ async function main(): Promise<void> {
   } finally {
     clearInterval(sampler);
     ctx.s3.destroy();
+    await network?.close();
     if (!opts.keepServer) await stopServer(settings).catch((e: unknown) => ctx.log(`stopping the S3 server: ${String(e)}`));
   }
   const loadAfter = loadavg().map((x) => round(x, 2));
@@ -215,10 +265,10 @@ async function main(): Promise<void> {
     },
   };
   final.targets = evaluateTargets(final);
-  await writeJson(join(outDir, 'results.json'), final);
-  writeFileSync(join(outDir, 'RESULTS.md'), renderMarkdown(final));
+  await writeJson(resultsFile, final);
+  writeFileSync(join(outDir, 'RESULTS.md'), renderResults(outDir, resultsName ? undefined : final));
   ctx.log(`load average after: ${loadAfter.join(' ')}`);
-  ctx.log(`wrote ${relative(process.cwd(), join(outDir, 'RESULTS.md'))} and results.json`);
+  ctx.log(`wrote ${relative(process.cwd(), join(outDir, 'RESULTS.md'))} and ${relative(process.cwd(), resultsFile)}`);
   for (const t of final.targets) ctx.log(`target ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured}`);
   // The work files (GBs of databases) go; the logs stay when something failed.
   if (!opts.keepWork) {
@@ -226,6 +276,21 @@ async function main(): Promise<void> {
     for (const entry of readdirSync(work)) if (!keep.has(entry)) rmSync(join(work, entry), { recursive: true, force: true });
   }
   if (failures.length) process.exitCode = 1;
+}
+
+/**
+ * RESULTS.md of `dir`: the loopback run (`loopback`, else `dir`/results.json) and, side by side with it,
+ * every network-model run found as `dir`/results-NAME.json.
+ */
+function renderResults(dir: string, loopback?: Results): string {
+  const read = (file: string): Results => JSON.parse(readFileSync(join(dir, file), 'utf8')) as Results;
+  const base = loopback ?? (existsSync(join(dir, 'results.json')) ? read('results.json') : undefined);
+  const companion = `results-${LOOPBACK}.json`;
+  const modelled = readdirSync(dir)
+    .filter((f) => /^results-.+\.json$/.test(f) && f !== companion)
+    .sort()
+    .map(read);
+  return renderMarkdown(base, modelled, existsSync(join(dir, companion)) ? read(companion) : undefined);
 }
 
 /** Write `value` as JSON formatted the way the repository's Prettier config wants it (`npm run lint` checks it). */

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import Database from 'better-sqlite3';
 import { generateDatabase, INSERT_SQL, openAppDb, rowFactory, TABLE } from './dbgen.js';
+import type { NetworkModel, NetworkProxy } from './netmodel.js';
 import { client, startServer, stopServer, type ServerInfo, type ServerSettings } from './s3.js';
 
-export type Section = 'upload' | 'restore' | 'writer' | 'idle' | 'risk';
-export const SECTIONS: readonly Section[] = ['upload', 'restore', 'writer', 'idle', 'risk'];
+export type Section = 'upload' | 'restore' | 'writer' | 'idle' | 'risk' | 'params';
+export const SECTIONS: readonly Section[] = ['upload', 'restore', 'writer', 'idle', 'risk', 'params'];
 
 export interface Options {
   readonly quick: boolean;
@@ -34,6 +35,12 @@ export interface Options {
   readonly killAfterDefaultS: number;
   readonly keepServer: boolean;
   readonly keepWork: boolean;
+  /** The network model every tool talks to the server through (`--network`); none: plain loopback. */
+  readonly network?: NetworkModel | undefined;
+  /** `--network loopback`: no model; results go to results-loopback.json, the loopback side of the side-by-side tables. */
+  readonly companion: boolean;
+  /** Object sizes (MB) of the SDK-level parameter section (`params`). */
+  readonly paramSizes: readonly number[];
 }
 
 export interface Context {
@@ -41,7 +48,14 @@ export interface Context {
   readonly work: string;
   readonly logs: string;
   readonly server: ServerSettings;
+  /**
+   * What the tools under test talk to: the server, through the network model when there is one. The
+   * benchmark's own bookkeeping (creating buckets, polling for Litestream's snapshot) uses {@link s3},
+   * which talks to the server directly, so the model only slows what is measured.
+   */
   info: ServerInfo;
+  /** The server itself (no network model). */
+  direct: ServerInfo;
   s3: S3Client;
   log(message: string): void;
   /** Path of the pristine generated database of `sizeMB` (generated once per benchmark run). */
@@ -66,7 +80,12 @@ export interface UploadedArtifacts {
   readonly rows: number;
 }
 
-export function createContext(opts: Options, work: string, server: ServerSettings, info: ServerInfo): Context {
+/** `info` as the tools see it: through the network model's proxy when there is one. */
+function throughModel(info: ServerInfo, network: NetworkProxy | undefined): ServerInfo {
+  return network ? { ...info, endpoint: network.endpoint } : info;
+}
+
+export function createContext(opts: Options, work: string, server: ServerSettings, info: ServerInfo, network?: NetworkProxy): Context {
   const logs = join(work, 'logs');
   mkdirSync(logs, { recursive: true });
   const dbs = new Map<number, { path: string; rows: number; sizeBytes: number }>();
@@ -76,7 +95,8 @@ export function createContext(opts: Options, work: string, server: ServerSetting
     work,
     logs,
     server,
-    info,
+    info: throughModel(info, network),
+    direct: info,
     s3: client(info),
     log(message) {
       const t = ((performance.now() - started) / 1000).toFixed(0).padStart(5);
@@ -99,8 +119,10 @@ export function createContext(opts: Options, work: string, server: ServerSetting
     async freshServer() {
       ctx.s3.destroy();
       await stopServer(server);
-      ctx.info = await startServer(server);
-      ctx.s3 = client(ctx.info);
+      // Same port after a restart, so the model's proxy keeps pointing at it.
+      ctx.direct = await startServer(server);
+      ctx.info = throughModel(ctx.direct, network);
+      ctx.s3 = client(ctx.direct);
     },
     scratch(name) {
       const path = join(work, name);

@@ -1,9 +1,11 @@
 /** The benchmark's outputs: results.json (everything) and RESULTS.md (tables, targets, what limits them). */
 import type { IdleResult } from '../sections/idle.js';
+import type { DownloadRow, ParamsResult, UploadRow } from '../sections/params.js';
 import type { RiskResult } from '../sections/risk.js';
 import type { SizeResult, TransferResult, ToolResult } from '../sections/transfer.js';
 import type { WriterImpactResult } from '../sections/writer-impact.js';
 import type { Machine, Versions } from './machine.js';
+import { describeModel, type NetworkModel } from './netmodel.js';
 
 export interface LoadInfo {
   /** 1, 5 and 15 minute load averages. */
@@ -25,6 +27,7 @@ export interface Results {
   writer?: WriterImpactResult;
   idle?: IdleResult;
   risk?: RiskResult;
+  params?: ParamsResult;
   targets: Target[];
   /** Sections that failed, with their error. */
   readonly failures: string[];
@@ -170,7 +173,21 @@ function transferTable(t: TransferResult<string>, peerRatios: string[]): string[
   return lines;
 }
 
-export function renderMarkdown(r: Results): string {
+/**
+ * RESULTS.md: the loopback run in full (`base`), then each network-model run side by side with it
+ * (`modelled`, from results-NAME.json).
+ */
+export function renderMarkdown(base: Results | undefined, modelled: readonly Results[] = [], companion?: Results): string {
+  if (base && modelled.length === 0) return renderRun(base);
+  const out: string[] = [];
+  if (base) out.push(renderRun(base).trimEnd(), '');
+  else out.push('# db-sync benchmark results', '', 'No loopback run (results.json) in this directory.', '');
+  // The loopback column: a loopback run made alongside the modelled one (same load, same options) when there is one.
+  for (const m of modelled) out.push(...renderModelled(companion ?? base, m));
+  return `${out.join('\n').trimEnd()}\n`;
+}
+
+function renderRun(r: Results): string {
   const out: string[] = [];
   const m = r.machine;
   const v = r.versions;
@@ -321,5 +338,194 @@ export function renderMarkdown(r: Results): string {
       '',
     );
   }
+  if (r.params) out.push('## 7. Transfer parameters (SDK directly, loopback)', '', PARAMS_INTRO, '', ...paramsTables(r.params), '');
   return `${out.join('\n')}\n`;
+}
+
+const PARAMS_INTRO =
+  "The AWS SDK directly, no tool around it (`bench/sections/params.ts`): (a) one GetObject stream vs N workers taking 8 MiB ranged GETs in turn, bytes counted and dropped; (b) a multipart upload of a file of random bytes with lib-storage (db-sync's code path) at each part size × queue size; (c) PUTs of small objects one after the other on one connection, as a stream of change objects written every second would make them. Medians over runs, in rotating order.";
+
+const modelOf = (r: Results): NetworkModel | undefined => (r.options as { network?: NetworkModel }).network;
+
+function paramsTables(p: ParamsResult, loop?: ParamsResult): string[] {
+  const out: string[] = [];
+  const side = loop !== undefined;
+  const find = <T extends { sizeMB?: number }>(rows: readonly T[] | undefined, match: (x: T) => boolean): T | undefined =>
+    rows?.find(match);
+  out.push(
+    '**(a) Download: one stream vs parallel ranged GETs**',
+    '',
+    side ? '| object | mode | wall s | MB/s | loopback wall s | loopback MB/s |' : '| object | mode | wall s | MB/s |',
+    side ? '|---:|---|---:|---:|---:|---:|' : '|---:|---|---:|---:|',
+  );
+  for (const d of p.download) {
+    const l = find<DownloadRow>(loop?.download, (x) => x.sizeMB === d.sizeMB && x.mode === d.mode);
+    out.push(
+      `| ${d.sizeMB} MB | ${d.mode} | ${f(d.medianS)} | ${f(d.mbPerS, 0)} |${side ? ` ${f(l?.medianS)} | ${f(l?.mbPerS, 0)} |` : ''}`,
+    );
+  }
+  out.push(
+    '',
+    '**(b) Multipart upload: part size × queue size**',
+    '',
+    side
+      ? '| object | part MiB | queue | wall s | MB/s | loopback wall s | loopback MB/s |'
+      : '| object | part MiB | queue | wall s | MB/s |',
+    side ? '|---:|---:|---:|---:|---:|---:|---:|' : '|---:|---:|---:|---:|---:|',
+  );
+  for (const u of p.upload) {
+    const l = find<UploadRow>(loop?.upload, (x) => x.sizeMB === u.sizeMB && x.partMiB === u.partMiB && x.queueSize === u.queueSize);
+    out.push(
+      `| ${u.sizeMB} MB | ${u.partMiB} | ${u.queueSize} | ${f(u.medianS)} | ${f(u.mbPerS, 0)} |${side ? ` ${f(l?.medianS)} | ${f(l?.mbPerS, 0)} |` : ''}`,
+    );
+  }
+  out.push(
+    '',
+    '**(c) Small PUTs, one after the other on one connection**',
+    '',
+    side
+      ? '| object | PUTs | median ms | p90 ms | max ms | share of a 1 s cadence | loopback median ms |'
+      : '| object | PUTs | median ms | p90 ms | max ms | share of a 1 s cadence |',
+    side ? '|---:|---:|---:|---:|---:|---:|---:|' : '|---:|---:|---:|---:|---:|---:|',
+  );
+  for (const s of p.smallPuts) {
+    const l = loop?.smallPuts.find((x) => x.kb === s.kb);
+    out.push(
+      `| ${s.kb} KB | ${s.puts} | ${f(s.medianMs, 0)} | ${f(s.p90Ms, 0)} | ${f(s.maxMs, 0)} | ${f(s.shareOfOneSecond * 100, 0)} % |${side ? ` ${f(l?.medianMs, 0)} |` : ''}`,
+    );
+  }
+  return out;
+}
+
+/** The defaults the parameter figures support, read off the figures (not written by hand). */
+export function paramFindings(p: ParamsResult): string[] {
+  const out: string[] = [];
+  for (const sizeMB of [...new Set(p.download.map((d) => d.sizeMB))]) {
+    const rows = p.download.filter((d) => d.sizeMB === sizeMB);
+    const single = rows.find((d) => d.mode === 'single GetObject');
+    const ranged = rows.filter((d) => d.mode !== 'single GetObject');
+    const best = Math.max(...ranged.map((d) => d.mbPerS));
+    // The smallest concurrency within 10 % of the best: more connections past it buy nothing.
+    const enough = ranged.filter((d) => d.mbPerS >= best * 0.9).sort((a, b) => a.concurrency - b.concurrency)[0];
+    if (single && enough)
+      out.push(
+        `**Restore concurrency (${sizeMB} MB):** one stream ${f(single.mbPerS, 0)} MB/s; ranged GETs reach ${f(best, 0)} MB/s at best, and ${f(enough.mbPerS, 0)} MB/s (within 10 % of it) already at ×${enough.concurrency} — supports a default of ${enough.concurrency} parallel ranged GETs (x${f(enough.mbPerS / single.mbPerS)} the single stream).`,
+      );
+  }
+  for (const sizeMB of [...new Set(p.upload.map((u) => u.sizeMB))]) {
+    const rows = p.upload.filter((u) => u.sizeMB === sizeMB);
+    const best = rows.reduce((a, b) => (b.mbPerS > a.mbPerS ? b : a));
+    const cheap = rows.filter((u) => u.mbPerS >= best.mbPerS * 0.9).sort((a, b) => a.partMiB * a.queueSize - b.partMiB * b.queueSize)[0];
+    if (cheap)
+      out.push(
+        `**Part size and upload queue (${sizeMB} MB):** best ${f(best.mbPerS, 0)} MB/s at ${best.partMiB} MiB × ${best.queueSize}; the least memory in flight within 10 % of it is ${cheap.partMiB} MiB × ${cheap.queueSize} (${cheap.partMiB * cheap.queueSize} MiB buffered, ${f(cheap.mbPerS, 0)} MB/s) — supports that as the default.`,
+      );
+  }
+  if (p.smallPuts.length) {
+    const worst = p.smallPuts.reduce((a, b) => (b.medianMs > a.medianMs ? b : a));
+    out.push(
+      `**Change-object cadence:** a small PUT costs ${p.smallPuts.map((s) => `${f(s.medianMs, 0)} ms at ${s.kb} KB`).join(', ')} (median, one connection): at a 1 s cadence one connection is busy ${f(worst.shareOfOneSecond * 100, 0)} % of the time at ${worst.kb} KB — ${worst.shareOfOneSecond < 0.5 ? 'a 1 s cadence fits one connection with room for retries' : 'a 1 s cadence needs more than one connection or bigger, rarer objects'}.`,
+    );
+  }
+  return out;
+}
+
+/**
+ * What limits a modelled figure, from its rate and how much slower than loopback it is: near the
+ * per-connection cap, the cap; hardly slower than loopback, the machine (the model's limits are not
+ * reached); otherwise the model's latency per request and its caps on top of the machine.
+ */
+function limitOf(mbPerS: number, slowerThanLoopback: number, model: NetworkModel | undefined): string {
+  if (!model || !Number.isFinite(mbPerS)) return '';
+  if (mbPerS >= 0.7 * model.connectionMBps) return `the per-connection cap (${model.connectionMBps} MB/s)`;
+  if (Number.isFinite(slowerThanLoopback) && slowerThanLoopback < 1.2) return 'this machine (CPU), not the model: loopback is as slow';
+  return `the model (${model.firstByteMs} ms per request, caps) on top of this machine`;
+}
+
+/** One network-model run, side by side with the loopback run. */
+function renderModelled(base: Results | undefined, r: Results): string[] {
+  const model = modelOf(r);
+  const name = model?.name ?? 'model';
+  const out: string[] = [
+    `## 8. Under the network model \`${name}\` (side by side with loopback)`,
+    '',
+    `Generated by \`${r.command}\` on ${r.date} in ${Math.round(r.durationS / 60)} min. Raw figures: [results-${name}.json](results-${name}.json). Every tool (db-sync, the script's \`aws s3 cp\`, Litestream, the SDK in section 7) talked to the same local S3 server through the model's proxy (\`bench/lib/netmodel.ts\`, README: "Network model").`,
+    '',
+    `- **Model:** ${model ? describeModel(model) : 'unknown'}.`,
+    `- **Load:** before ${r.load.before.map((x) => x.toFixed(2)).join('/')}, after ${r.load.after.map((x) => x.toFixed(2)).join('/')}; 1-min load during the run min ${f(r.load.during.min)}, median ${f(r.load.during.median)}, max ${f(r.load.during.max)} (${r.load.during.samples} samples).${base ? ` The loopback columns are from the loopback run \`${base.command}\` of ${base.date} (load before ${base.load.before.map((x) => x.toFixed(2)).join('/')}, median during ${f(base.load.during.median)}).` : ''}`,
+    `- **Options:** sizes ${JSON.stringify(r.options.sizes)}, runs ${String(r.options.runs)}, sections ${JSON.stringify(r.options.sections)}.`,
+    '',
+  ];
+  if (r.failures.length) out.push('**Failed sections:**', '', ...r.failures.map((x) => `- ${x}`), '');
+  const pair = (kind: 'upload' | 'restore', title: string): void => {
+    const sizes = Object.values(r.sizes)
+      .map((s) => s[kind])
+      .filter((x): x is TransferResult<string> => x !== undefined)
+      .sort((a, b) => a.sizeMB - b.sizeMB);
+    if (!sizes.length) return;
+    out.push(
+      `### ${title}`,
+      '',
+      `| size | tool | ${name} wall s | ${name} MB/s | loopback wall s | loopback MB/s | ${name} / loopback | what limits it |`,
+      '|---:|---|---:|---:|---:|---:|---:|---|',
+    );
+    for (const t of sizes) {
+      const l = base?.sizes[String(t.sizeMB)]?.[kind] as TransferResult<string> | undefined;
+      for (const [tool, res] of Object.entries(t.tools) as Array<[string, ToolResult]>) {
+        const lb = (l?.tools as Record<string, ToolResult> | undefined)?.[tool]?.median;
+        const slower = lb ? res.median.wallS / lb.wallS : Number.NaN;
+        out.push(
+          `| ${t.sizeMB} MB | ${tool} | ${f(res.median.wallS)} | ${f(res.median.mbPerS, 0)} | ${f(lb?.wallS)} | ${f(lb?.mbPerS, 0)} | x${f(slower)} | ${limitOf(res.median.mbPerS, slower, model)} |`,
+        );
+      }
+      out.push(
+        `| ${t.sizeMB} MB | *db-sync vs peers* | ${Object.entries(t.ratios)
+          .map(([k, v]) => `${k} ${f(v)}`)
+          .join(', ')} | | ${
+          l
+            ? Object.entries(l.ratios)
+                .map(([k, v]) => `${k} ${f(v)}`)
+                .join(', ')
+            : '–'
+        } | | | |`,
+      );
+    }
+    out.push('');
+  };
+  pair('upload', '1. Snapshot + upload');
+  pair('restore', '2. Restore');
+  if (r.risk) {
+    out.push(
+      '### 6. Data at risk after SIGKILL',
+      '',
+      `| tool | ${name}: median s of writes lost (worst rows) | loopback: median s lost (worst rows) |`,
+      '|---|---:|---:|',
+    );
+    for (const s of r.risk.scenarios) {
+      const l = base?.risk?.scenarios.find((x) => x.label === s.label);
+      out.push(`| ${s.label} | ${f(s.medianLostSeconds, 1)} (${s.maxLost}) | ${l ? `${f(l.medianLostSeconds, 1)} (${l.maxLost})` : '–'} |`);
+    }
+    out.push('');
+  }
+  if (r.writer || r.idle)
+    out.push(
+      'Writer impact and idle cost under the model: see results-' + name + '.json (request counts do not depend on the network).',
+      '',
+    );
+  out.push(
+    '### Steady-state sync',
+    '',
+    "Not in this run: the steady-state section (change objects between snapshots) is another engineer's work and was not on main yet. It plugs into `bench/run.ts` where the hook comment is and runs under the model like the others.",
+    '',
+  );
+  if (r.params) {
+    out.push(`### 7. Transfer parameters under \`${name}\``, '', PARAMS_INTRO, '', ...paramsTables(r.params, base?.params), '');
+    out.push(
+      '**Which default each figure supports** (read off the table above by `paramFindings`):',
+      '',
+      ...paramFindings(r.params).map((x) => `- ${x}`),
+      '',
+    );
+  }
+  return out;
 }
