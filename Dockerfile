@@ -60,13 +60,19 @@ COPY --from=build /build/node_modules ./node_modules
 COPY --from=build /build/dist ./dist
 COPY entrypoint.sh ./entrypoint.sh
 
-# /data is created owned by `node`, so an empty named volume mounted there starts writable.
+# /data is created owned by `node` and declared a VOLUME below: Docker copies the image directory's owner
+# into a new named volume, and ECS into a task bind mount only when the image declares the VOLUME (without
+# it the mount is root 0755 and db-sync, as uid 1000, could not write beside the database; it refuses to
+# start then, exit 7).
 RUN chmod 0755 /opt/db-sync/entrypoint.sh \
  && ln -s /opt/db-sync/dist/cli.js /usr/local/bin/db-sync \
  && ln -s /opt/db-sync/entrypoint.sh /usr/local/bin/entrypoint.sh \
  && mkdir -p /data \
  && chown node:node /data \
  && db-sync --version
+
+# After the chown: a VOLUME freezes the directory's content, owner and mode as they are at this point.
+VOLUME ["/data"]
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it: this is the image's `node` user.
 USER 1000:1000

@@ -44,7 +44,11 @@ const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   },
   upload: { summary: 'take one consistent snapshot and upload it to KEY', run: uploadCommand },
   download: { summary: 'restore the newest good copy (or --version-id) to DB_LOCAL_PATH; --force to replace', run: downloadCommand },
-  startup: { summary: "the old script's start verb: restore when there is no local database", run: startupCommand },
+  startup: {
+    summary:
+      "the old script's start verb, prepared as run does: restore when there is no local database; else keep it, replace it (kept as .backup) or refuse a conflict (exit 5)",
+    run: startupCommand,
+  },
   shutdown: { summary: "the old script's stop verb: final upload and KEY.backup.YYYYMMDD_HHMMSS", run: shutdownCommand },
   restore: {
     summary: 'verified restore of the newest good copy, --at TIME, --version-id or --backup KEY, --to PATH (default a new file)',

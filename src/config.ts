@@ -42,6 +42,12 @@ export const DEFAULT_LEASE_WAIT_WARN_MS = 60_000;
 export const DEFAULT_CLOUDWATCH_NAMESPACE = 'db-sync';
 
 export type IntegrityCheck = 'quick' | 'full' | 'none';
+/**
+ * A database on the volume with no sync history (no state file, or one for another key) while the store
+ * holds a copy: `remote` restores the remote copy and keeps the local file as `.backup` (the old script's
+ * behaviour); `local` keeps the local file and uploads it over KEY.
+ */
+export type OnUnknownHistory = 'remote' | 'local';
 /** `auto`: enforce where the store enforces conditional writes, else warn; `required`: refuse to start without; `off`. */
 export type LeaseMode = 'auto' | 'required' | 'off';
 /** Server-side encryption db-sync asks S3 for: SSE-S3 (`AES256`) or SSE-KMS (`aws:kms`). */
@@ -82,6 +88,8 @@ export interface Config {
   readonly sseKmsKeyId: string | undefined;
   /** Integrity check run on every snapshot and every restore. */
   readonly integrityCheck: IntegrityCheck;
+  /** run, exec, startup: which copy wins when the local database has no sync history. */
+  readonly onUnknownHistory: OnUnknownHistory;
   /** Retention: backups among the newest this many are kept whatever their age. */
   readonly keepBackups: number;
   /** Retention: backups younger than this many days are kept whatever their count. */
@@ -397,6 +405,15 @@ export const SETTINGS = [
     description: 'Check run on every snapshot and restore: quick (PRAGMA quick_check), full (integrity_check) or none.',
     defaultText: 'quick',
     parse: oneOf<IntegrityCheck>('DB_SYNC_INTEGRITY_CHECK', ['quick', 'full', 'none'], 'quick'),
+  }),
+  setting({
+    field: 'onUnknownHistory',
+    env: 'DB_SYNC_ON_UNKNOWN_HISTORY',
+    flag: 'on-unknown-history',
+    description:
+      'run, exec, startup: a local database with no sync history (no DB_LOCAL_PATH.db-sync.json) while KEY exists: remote restores KEY and keeps the local file as DB_LOCAL_PATH.backup; local keeps the local file and uploads it over KEY.',
+    defaultText: 'remote',
+    parse: oneOf<OnUnknownHistory>('DB_SYNC_ON_UNKNOWN_HISTORY', ['remote', 'local'], 'remote'),
   }),
   setting({
     field: 'keepBackups',

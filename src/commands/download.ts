@@ -6,6 +6,7 @@
 import { stat } from 'node:fs/promises';
 import { DbSyncError, ExitCode } from '../errors.js';
 import { ensureDatabaseDirectory } from '../core/leftovers.js';
+import { recordRestore } from '../core/sync-state.js';
 import { restoreExact, restoreNewestGood } from '../core/restore.js';
 import type { CommandContext } from './context.js';
 
@@ -42,6 +43,13 @@ export async function downloadCommand(ctx: CommandContext): Promise<number> {
       },
     );
   }
+  // The database now holds this copy: record it, so the next start does not take it for unsynced changes
+  // (or for a file of unknown history).
+  await recordRestore(ctx.store, config.key, target, restored, {
+    picked: flags.versionId !== undefined,
+    log: ctx.log,
+    signal: ctx.shutdown.graceful,
+  });
   const result = {
     path: target,
     key: restored.info.key,

@@ -11,6 +11,7 @@ import { stat } from 'node:fs/promises';
 import { backupKey } from '../core/backup-key.js';
 import { listCatalog, versionAt } from '../core/catalog.js';
 import { ensureDatabaseDirectory } from '../core/leftovers.js';
+import { recordRestore } from '../core/sync-state.js';
 import { restoreExact, restoreNewestGood, type RestoreSource } from '../core/restore.js';
 import { DbSyncError, ExitCode } from '../errors.js';
 import type { CommandContext } from './context.js';
@@ -78,6 +79,11 @@ export async function restoreCommand(ctx: CommandContext): Promise<number> {
         hint: 'list what exists with `db-sync backups`',
       },
     );
+  }
+  if (target === config.localPath) {
+    // The live database now holds this copy: record it, so the next start does not take it for unsynced
+    // changes (or for a file of unknown history); a picked older copy is recorded as a rollback.
+    await recordRestore(store, config.key, target, restored, { picked: source !== undefined, log, signal });
   }
   const result = {
     path: target,

@@ -72,6 +72,7 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
     lease: ctx.config.leaseMode === 'off' ? undefined : sidecarLease(ctx),
     restoreTimeoutMs: ctx.config.restoreTimeoutMs,
     versioningCheck: ctx.config.versioningCheck,
+    onUnknownHistory: ctx.config.onUnknownHistory,
   });
   ctx.shutdown.onClose('sync loop', () => sidecar.close());
   await startHealth(ctx, sidecar, metrics);

@@ -1,7 +1,9 @@
 /**
- * `db-sync startup` and `db-sync shutdown`: the old script's two verbs, with the same meaning, so an
- * existing entrypoint can switch by changing one word. `startup` restores when there is no local
- * database (and keeps one that exists); `shutdown` uploads a final snapshot and writes the backup key.
+ * `db-sync startup` and `db-sync shutdown`: the old script's two verbs, so an existing entrypoint can
+ * switch by changing one word. `startup` prepares the database as `run` does before it is ready: restore
+ * when there is none; with one on the volume, compare it with the remote copy and the sync history, and
+ * keep it, replace it (kept as .backup) or refuse with a conflict (exit 5). `shutdown` uploads a final
+ * snapshot, writes the backup key and records the sync.
  */
 import { backupNotWritten, ExitCode } from '../errors.js';
 import { recordedSha256 } from '../core/metadata.js';
@@ -10,9 +12,10 @@ import { Sidecar } from '../core/sidecar.js';
 import { snapshotAndUpload, writeBackupKey } from '../core/upload.js';
 import { retentionPolicy, uploadContext, type CommandContext } from './context.js';
 import { pruneQuietly } from '../core/retention.js';
+import { recordSync } from '../core/sync-state.js';
 
 export async function startupCommand(ctx: CommandContext): Promise<number> {
-  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs });
+  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs, onUnknownHistory: ctx.config.onUnknownHistory });
   try {
     const result = await sidecar.prepare(ctx.shutdown.graceful);
     ctx.print(
@@ -32,6 +35,8 @@ export async function shutdownCommand(ctx: CommandContext): Promise<number> {
   const remote = await withRetry(`head ${upload.key}`, () => ctx.store.head(upload.key, { signal }), { log: ctx.log, signal });
   const outcome = await snapshotAndUpload(upload, { signal, skipIfSha256: remote ? recordedSha256(remote.metadata) : undefined });
   const versionId = outcome.uploaded ? outcome.uploaded.versionId : remote?.versionId;
+  // Uploaded, or found identical to KEY: either way both now hold this content.
+  await recordSync(upload.dbPath, { key: upload.key, sha256: outcome.snapshot.sha256, versionId }, ctx.log);
   let backup;
   try {
     backup = await writeBackupKey(upload, versionId, new Date(), signal, outcome.snapshot.sha256);

@@ -4,8 +4,9 @@
  * remove the copy. Exit 0 when it would restore, 6 when it would not, 4 when there is nothing.
  * Run it from cron or CI so a broken backup is found before it is needed.
  */
+import { stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { downloadVerified, removeSqliteSidecars } from '../core/restore.js';
 import { DbSyncError, ExitCode } from '../errors.js';
 import { removeQuietly } from '../fs-atomic.js';
@@ -15,8 +16,15 @@ export async function verifyCommand(ctx: CommandContext): Promise<number> {
   const { config, store, log } = ctx;
   // The drill checks thoroughly unless told otherwise: it is not on anyone's start-up path.
   const check = config.integrityCheck === 'quick' ? 'full' : config.integrityCheck;
-  // Only a temp file beside this path is written (and removed); the path itself is never created.
-  const scratch = join(tmpdir(), 'db-sync-verify.sqlite3');
+  // Only a temp file beside this path is written (and removed); the path itself is never created. Beside
+  // DB_LOCAL_PATH: a task with readonlyRootFilesystem has no writable /tmp, but its database volume is
+  // writable and has room for a copy (every snapshot needs it). The system temp directory only when
+  // DB_LOCAL_PATH's directory does not exist (verify run on a machine without the volume).
+  const besideDatabase = await stat(dirname(config.localPath)).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+  const scratch = besideDatabase ? `${config.localPath}.verify` : join(tmpdir(), 'db-sync-verify.sqlite3');
   const copy = await downloadVerified(store, { key: config.key, versionId: ctx.flags.versionId }, scratch, {
     check,
     log,

@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../logger.js';
 import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
-import { backupPrefix, parseBackupKey } from './backup-key.js';
+import { parseStampedKey, stampedPrefix, type StampedKind } from './backup-key.js';
 import { recordedSha256 } from './metadata.js';
 import { withRetry, type RetryPolicy } from './retry.js';
 
@@ -36,10 +36,21 @@ interface Options {
 
 /** Timestamped backups of `key` (current objects only), newest first. */
 export async function listBackups(store: ReplicaStore, key: string, options: Options): Promise<Array<ObjectInfo & { at: Date }>> {
-  const objects = await withRetry(`list ${backupPrefix(key)}*`, () => store.list(backupPrefix(key), { signal: options.signal }), options);
+  return listStamped(store, key, 'backup', options);
+}
+
+/** Timestamped keys of one kind (`KEY.backup.*`, `KEY.conflict.*`; current objects only), newest first. */
+export async function listStamped(
+  store: ReplicaStore,
+  key: string,
+  kind: StampedKind,
+  options: Options,
+): Promise<Array<ObjectInfo & { at: Date }>> {
+  const prefix = stampedPrefix(key, kind);
+  const objects = await withRetry(`list ${prefix}*`, () => store.list(prefix, { signal: options.signal }), options);
   return objects
     .flatMap((o) => {
-      const at = parseBackupKey(key, o.key);
+      const at = parseStampedKey(key, kind, o.key);
       return at ? [{ ...o, at }] : [];
     })
     .sort((a, b) => b.at.getTime() - a.at.getTime());

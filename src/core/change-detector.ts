@@ -48,7 +48,10 @@ export class ChangeDetector {
     try {
       // Reopen when the file was replaced (new inode): the old connection would watch the old file.
       if (this.db && this.dbStamp.split(':')[0] !== inode) this.close();
-      this.db ??= new Database(this.dbPath, { fileMustExist: true, timeout: 0 });
+      // Read-only: its close can never checkpoint the app's WAL into the main file or delete the -wal. While
+      // it is open the app cannot leave WAL mode (journal_mode=DELETE answers SQLITE_BUSY), as with any
+      // other open connection.
+      this.db ??= new Database(this.dbPath, { fileMustExist: true, timeout: 0, readonly: true });
       this.dbStamp = dbStamp;
       return String(this.db.pragma('data_version', { simple: true }));
     } catch {

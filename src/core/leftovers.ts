@@ -6,22 +6,26 @@
  * It also makes sure the database's directory is there: a fresh volume may lack it, as `aws s3 cp` (the
  * script db-sync replaces) never minded.
  */
-import { chown, mkdir, readdir, stat } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, stat } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { DbSyncError, isAbort, toError } from '../errors.js';
-import { removeQuietly, TEMP_MARKER } from '../fs-atomic.js';
+import { fsyncDir, removeQuietly, tempPathBeside, TEMP_MARKER } from '../fs-atomic.js';
 import type { Logger } from '../logger.js';
 import type { ReplicaStore } from '../replica/store.js';
 
 /**
- * Make sure the directory of `dbPath` exists (created when missing) and remove db-sync's temp files for
- * this database in it. Never touches the database, its -wal/-shm, or any file without the temp marker.
+ * Make sure the directory of `dbPath` exists (created when missing), that db-sync can write in it, and
+ * remove db-sync's temp files for this database in it. Never touches the database, its -wal/-shm, or any
+ * file without the temp marker.
  * @returns the names of the files removed.
- * @throws DbSyncError `LocalDatabase` when the directory cannot be created or read.
+ * @throws DbSyncError `LocalDatabase` when the directory cannot be created, read or written.
  */
 export async function prepareLocalDirectory(dbPath: string, log: Logger): Promise<string[]> {
   const dir = dirname(dbPath);
-  if (await ensureDatabaseDirectory(dbPath, log)) return [];
+  const created = await ensureDatabaseDirectory(dbPath, log);
+  await proveWritable(dbPath);
+  if (created) return [];
   let names: string[];
   try {
     names = await readdir(dir);
@@ -34,6 +38,45 @@ export async function prepareLocalDirectory(dbPath: string, log: Logger): Promis
   await Promise.all(ours.map((n) => removeQuietly(join(dir, n))));
   if (ours.length > 0) log.warn({ dir, files: ours }, 'removed temp files left by an earlier run that did not finish');
   return ours;
+}
+
+/**
+ * Create, fsync and remove a file beside `dbPath`: every snapshot, restore and state file is written
+ * there, so a directory db-sync cannot write must stop the start (never "ready" with every sync failing).
+ * @throws DbSyncError `LocalDatabase` naming the directory, its owner and mode, db-sync's uid and the fix.
+ */
+export async function proveWritable(dbPath: string): Promise<void> {
+  const dir = dirname(dbPath);
+  const probe = tempPathBeside(dbPath, 'probe');
+  try {
+    const handle = await open(probe, 'wx', 0o600);
+    try {
+      await handle.write('db-sync write probe\n');
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await removeQuietly(probe);
+    await fsyncDir(dir);
+  } catch (error) {
+    await removeQuietly(probe);
+    const owner = await stat(dir).catch(() => null);
+    const me = userInfo();
+    const ownerText = owner
+      ? `owned by uid ${owner.uid} gid ${owner.gid}, mode ${(owner.mode & 0o7777).toString(8).padStart(4, '0')}`
+      : 'of unknown owner';
+    throw new DbSyncError(
+      'LocalDatabase',
+      `database directory ${dir} is not writable by db-sync (${toError(error).message}): it is ${ownerText}; db-sync runs as uid ${me.uid} gid ${me.gid}`,
+      {
+        hint:
+          `db-sync writes snapshots, restores and its state file beside the database. Declare the directory as a VOLUME in the image ` +
+          `(ECS copies the image's owner and mode into a volume only then), run db-sync as the directory's owner (\`user\` in the task ` +
+          `definition or compose file), or give it the directory: chown ${me.uid}:${me.gid} ${dir}`,
+        cause: error,
+      },
+    );
+  }
 }
 
 /**

@@ -15,7 +15,7 @@ import { dirname } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { IntegrityCheck } from '../config.js';
-import { DbSyncError, isAbort, wrapError } from '../errors.js';
+import { AbortedError, DbSyncError, isAbort, StorageError, toError, wrapError } from '../errors.js';
 import { atomicCopyFile, commitTempFile, FILE_MODE, fsyncFile, removeQuietly, tempPathBeside } from '../fs-atomic.js';
 import type { Logger } from '../logger.js';
 import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
@@ -24,13 +24,15 @@ import { HashingStream, STREAM_BUFFER_BYTES } from './hash.js';
 import { recordedSha256 } from './metadata.js';
 import { withRetry, type RetryPolicy } from './retry.js';
 import { bothSettled } from './settle.js';
-import { BUSY_TIMEOUT_MS, runSqliteTask } from './sqlite-worker.js';
+import { BUSY_TIMEOUT_MS, runSqliteTask, sqliteHint, type CheckResult } from './sqlite-worker.js';
 
 /** One object (or object version) that can be restored. */
 export interface RestoreSource {
   readonly key: string;
   /** A specific version; `undefined` means the current object. */
   readonly versionId?: string | undefined;
+  /** When it was stored, where a listing said so. */
+  readonly storedAt?: Date | undefined;
 }
 
 export interface VerifyOptions {
@@ -70,6 +72,39 @@ export interface SkippedCandidate {
   readonly key: string;
   readonly versionId: string | undefined;
   readonly reason: string;
+  /**
+   * Whether the copy's sha256 matched the one recorded in its metadata: it arrived exactly as it was
+   * uploaded, so it is not damaged in the store, only bad content someone put there. Such a copy is never
+   * replaced automatically by an older one.
+   */
+  readonly checksumMatched: boolean;
+}
+
+/** A downloaded copy is bad: truncated, a sha256 mismatch, or content SQLite rejects. Exit 6. */
+export class VerificationFailedError extends DbSyncError {
+  constructor(
+    message: string,
+    /** See {@link SkippedCandidate.checksumMatched}. */
+    readonly checksumMatched: boolean,
+  ) {
+    super('Corrupt', message, { hint: 'the remote copy is damaged; restore an older version (`db-sync backups` lists them)' });
+    this.name = 'VerificationFailedError';
+  }
+}
+
+/**
+ * A local failure while writing or checking a download (no space, no permission, an I/O error, too many
+ * open files) as the exit-7 error that names the directory and the fix. Never a reason to skip a copy.
+ */
+function localRestoreError(what: string, dir: string, error: unknown): DbSyncError {
+  const err = toError(error);
+  const code = (error as { code?: string }).code ?? '';
+  const cause = error instanceof DbSyncError ? (error.cause ?? error) : error;
+  const reason = err.message.startsWith(`${code}:`) || code === '' ? err.message : `${code}: ${err.message}`;
+  return new DbSyncError('LocalDatabase', `${what} in ${dir} failed on this machine (the remote copy is not at fault): ${reason}`, {
+    hint: `${(error instanceof DbSyncError ? error.hint : undefined) ?? sqliteHint(code) ?? `fix ${dir}`}; nothing was replaced or uploaded`,
+    cause,
+  });
 }
 
 const describe = (s: RestoreSource): string => (s.versionId ? `${s.key}@${s.versionId}` : s.key);
@@ -111,26 +146,38 @@ export async function downloadVerified(
         })
       : undefined;
     const sink = createWriteStream(temp, { mode: FILE_MODE, highWaterMark: STREAM_BUFFER_BYTES });
-    await (counted
-      ? pipeline(got.body, hashing, counted, sink, { signal: options.signal })
-      : pipeline(got.body, hashing, sink, { signal: options.signal }));
+    try {
+      await (counted
+        ? pipeline(got.body, hashing, counted, sink, { signal: options.signal })
+        : pipeline(got.body, hashing, sink, { signal: options.signal }));
+    } catch (error) {
+      // The store maps its own body's errors (a reset mid-download is a retryable StorageError); the rest
+      // is the local file: no space, no permission.
+      if (error instanceof StorageError || error instanceof AbortedError || isAbort(error, options.signal)) throw error;
+      throw localRestoreError(`download ${describe(source)}`, dirname(target), error);
+    }
     const sha256 = hashing.digest();
-    const problem = (reason: string): DbSyncError =>
-      new DbSyncError('Corrupt', `${describe(source)} failed verification: ${reason}`, {
-        hint: 'the remote copy is damaged; restore an older version (`db-sync backups` lists them)',
-      });
+    const expected = recordedSha256(got.info.metadata);
+    const problem = (reason: string, checksumMatched = false): VerificationFailedError =>
+      new VerificationFailedError(`${describe(source)} failed verification: ${reason}`, checksumMatched);
     if (got.info.sizeBytes > 0 && hashing.bytes !== got.info.sizeBytes) {
       throw problem(`received ${hashing.bytes} bytes, expected ${got.info.sizeBytes} (truncated)`);
     }
-    const expected = recordedSha256(got.info.metadata);
     if (expected !== undefined && expected !== sha256) {
       throw problem(`sha256 ${sha256} does not match the recorded ${expected}`);
     }
     // The fsync (writing the copy back to disk) and the check (reading it from the page cache) overlap:
-    // about a second saved at 1 GB. Both must succeed before the copy may be installed.
-    const [check] = await bothSettled(runSqliteTask({ op: 'check', path: temp, check: options.check }, options.signal), fsyncFile(temp));
+    // about a second saved at 1 GB. Both must succeed before the copy may be installed. The check throws
+    // on a local failure (I/O, no room for its -shm) and answers "not ok" only about the content.
+    let check: CheckResult;
+    try {
+      [check] = await bothSettled(runSqliteTask({ op: 'check', path: temp, check: options.check }, options.signal), fsyncFile(temp));
+    } catch (error) {
+      if (isAbort(error, options.signal)) throw error;
+      throw localRestoreError(`check the download of ${describe(source)}`, dirname(target), error);
+    }
     await removeSqliteSidecars(temp);
-    if (!check.ok) throw problem(`not a healthy SQLite database (${check.problems.join('; ')})`);
+    if (!check.ok) throw problem(`not a healthy SQLite database (${check.problems.join('; ')})`, expected !== undefined);
     return { path: temp, info: got.info, sha256, sizeBytes: hashing.bytes, checksumVerified: expected !== undefined };
   } catch (error) {
     got.body.destroy();
@@ -155,7 +202,12 @@ async function exists(path: string): Promise<boolean> {
 
 /**
  * Keep a consistent copy of the database at `dbPath` (WAL content included) at `destination`, atomically.
- * Uses the backup API; a file that is not a readable database is copied byte for byte instead.
+ * Uses the backup API. A file SQLite cannot copy (not a database, damaged, locked past the busy timeout) is
+ * copied byte for byte instead, together with its -wal as `destination-wal` (`.backup-wal`): the -wal may
+ * hold committed transactions the main file lacks, and SQLite replays it when `destination` is opened.
+ * A stale `destination-wal`/`-shm` from an earlier byte copy is removed, so it is never replayed into a
+ * newer copy.
+ * @throws when neither copy can be made (the caller then must not replace `dbPath`).
  */
 export async function preserveDatabase(dbPath: string, destination: string, options: VerifyOptions): Promise<void> {
   const temp = tempPathBeside(destination, 'keep');
@@ -163,12 +215,21 @@ export async function preserveDatabase(dbPath: string, destination: string, opti
     await runSqliteTask({ op: 'snapshot', source: dbPath, destination: temp, busyTimeoutMs: BUSY_TIMEOUT_MS }, options.signal);
     await removeSqliteSidecars(temp);
     await fsyncFile(temp);
+    await removeSqliteSidecars(destination);
     await commitTempFile(temp, destination);
   } catch (error) {
     await removeQuietly(temp);
     await removeSqliteSidecars(temp);
     if (isAbort(error, options.signal)) throw error;
-    options.log.warn({ path: dbPath, err: (error as Error).message }, 'previous database is not readable as SQLite; keeping a byte copy');
+    const wal = `${dbPath}-wal`;
+    const hasWal = await exists(wal);
+    options.log.warn(
+      { path: dbPath, err: toError(error).message, keptAt: destination, walKeptAt: hasWal ? `${destination}-wal` : undefined },
+      'previous database is not readable as SQLite; keeping a byte copy (with its -wal)',
+    );
+    await removeSqliteSidecars(destination);
+    // The -wal first: a main file without its -wal beside it would be the copy that loses transactions.
+    if (hasWal) await atomicCopyFile(wal, `${destination}-wal`);
     await atomicCopyFile(dbPath, destination);
   }
 }
@@ -176,12 +237,15 @@ export async function preserveDatabase(dbPath: string, destination: string, opti
 /** Put a verified copy in place of `target`. The temp file is consumed either way. */
 export async function installCopy(copy: VerifiedCopy, target: string, options: RestoreOptions): Promise<string | undefined> {
   try {
+    // Owner and mode before anything is touched (a refusal leaves no .backup behind), and before an fsync
+    // that makes them durable with the content: after a power loss the installed file is never 0600.
+    await adoptOwnership(copy.path, target);
+    await fsyncFile(copy.path);
     let previousKeptAt: string | undefined;
     if (options.keepPrevious && (await exists(target))) {
       previousKeptAt = `${target}.backup`;
       await preserveDatabase(target, previousKeptAt, options);
     }
-    await adoptOwnership(copy.path, target);
     // Stale sidecars first: after this point the old database is gone in spirit (kept above if asked).
     await removeSqliteSidecars(target);
     await commitTempFile(copy.path, target);
@@ -194,16 +258,34 @@ export async function installCopy(copy: VerifiedCopy, target: string, options: R
 
 /**
  * File modes: the verified copy is created 0600 (it holds the whole database). Installed over an existing
- * database, it takes that file's mode and owner, so the app that opens it still can. Installed where there
- * was none, it stays 0600 and takes the owner of its directory: a sidecar running as root then restores a
- * file the app's user (who owns the shared volume) can open. chown works only as root or to oneself, so it
- * is best effort; as a non-root user the file stays this user's (run db-sync as the app's user).
+ * database, it takes that file's mode and owner, so the app that opens it still can; when it cannot take
+ * the owner (chown works only as root, or to oneself), the restore is refused and the old file stays: a
+ * file the app can read but not write is a failure found later, at its first write. Installed where there
+ * was none, it stays 0600 and takes the owner of its directory when it can (a sidecar running as root then
+ * restores a file the app's user, who owns the shared volume, can open); there is no old owner to keep.
+ * @throws DbSyncError `LocalDatabase` when the existing file's owner cannot be kept.
  */
 async function adoptOwnership(path: string, target: string): Promise<void> {
   const existing = await stat(target).catch(() => null);
-  const owner = existing ?? (await stat(dirname(target)).catch(() => null));
-  if (existing) await chmod(path, existing.mode & 0o7777);
-  if (owner) await chown(path, owner.uid, owner.gid).catch(() => undefined);
+  if (!existing) {
+    const dir = await stat(dirname(target)).catch(() => null);
+    if (dir) await chown(path, dir.uid, dir.gid).catch(() => undefined);
+    return;
+  }
+  await chmod(path, existing.mode & 0o7777);
+  await chown(path, existing.uid, existing.gid).catch(() => undefined);
+  const installed = await stat(path);
+  if (installed.uid === existing.uid && installed.gid === existing.gid) return;
+  throw new DbSyncError(
+    'LocalDatabase',
+    `${target} is owned by uid ${existing.uid} gid ${existing.gid}; db-sync runs as uid ${installed.uid} gid ${installed.gid} ` +
+      'and cannot give the restored file that owner, so it was not replaced (the app could lose write access to it)',
+    {
+      hint:
+        "run db-sync as the database file's owner (the app's user: `user` in the task definition or compose file), or as root; " +
+        'the existing file was left untouched',
+    },
+  );
 }
 
 /**
@@ -235,8 +317,10 @@ export async function fallbackCandidates(
     .filter((b): b is { key: string; at: Date } => b.at !== undefined)
     .sort((a, b) => b.at.getTime() - a.at.getTime());
   return [
-    ...versions.filter((v) => !v.isLatest && v.versionId !== undefined).map((v) => ({ key, versionId: v.versionId })),
-    ...backups.map((b) => ({ key: b.key })),
+    ...versions
+      .filter((v) => !v.isLatest && v.versionId !== undefined)
+      .map((v) => ({ key, versionId: v.versionId, storedAt: v.lastModified })),
+    ...backups.map((b) => ({ key: b.key, storedAt: b.at })),
   ];
 }
 
@@ -255,6 +339,7 @@ export async function restoreNewestGood(
   let candidates: RestoreSource[] | undefined;
   let source: RestoreSource | undefined = { key };
   let index = 0;
+  let currentAbsent = false;
   while (source) {
     try {
       const copy = await downloadVerified(store, source, target, options);
@@ -269,17 +354,28 @@ export async function restoreNewestGood(
         const { path: _path, ...rest } = copy;
         return { ...rest, target, previousKeptAt, skipped };
       }
+      if (index === 0) currentAbsent = true;
     } catch (error) {
-      if (!(error instanceof DbSyncError) || error.kind !== 'Corrupt') throw error;
+      // Only a copy found bad is skipped; a local failure (exit 7) or a storage error stops the restore.
+      if (!(error instanceof VerificationFailedError)) throw error;
       options.log.error(
-        { key: source.key, versionId: source.versionId, reason: error.message },
+        { key: source.key, versionId: source.versionId, reason: error.message, checksumMatched: error.checksumMatched },
         'skipping a copy that failed verification',
       );
-      skipped.push({ key: source.key, versionId: source.versionId, reason: error.message });
+      skipped.push({ key: source.key, versionId: source.versionId, reason: error.message, checksumMatched: error.checksumMatched });
     }
     // The current object is absent or bad: look at the rest only now, so a normal start costs one GET.
     candidates ??= await fallbackCandidates(store, key, options);
     source = candidates[index++];
+    if (currentAbsent && index === 1 && source?.key === key && source.versionId !== undefined) {
+      // Versions exist but no current object: the newest version of KEY is a delete marker.
+      options.log.warn(
+        { key, versionId: source.versionId, storedAt: source.storedAt?.toISOString() },
+        `${key} has no current object (its newest version is a delete marker: the key was deleted); restoring its newest ` +
+          `earlier version anyway, so that deleting the key by accident loses nothing. To start from an empty database, ` +
+          `delete every version of ${key}`,
+      );
+    }
   }
   if (skipped.length === 0) return null;
   throw new DbSyncError(

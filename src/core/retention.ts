@@ -1,11 +1,13 @@
 /**
- * Retention of timestamped backups. A backup is deleted only when it is BOTH older than `keepDays` AND
- * not among the newest `keepCount`. The newest backup is never deleted, nor is the latest object at KEY
- * (it is not a backup). Older versions of KEY are left to the bucket's lifecycle rule.
+ * Retention of timestamped backups and conflict copies. A backup (`KEY.backup.*`) is deleted only when it
+ * is BOTH older than `keepDays` AND not among the newest `keepCount`; conflict copies (`KEY.conflict.*`)
+ * follow the same policy, counted among themselves. The newest of each is never deleted, nor is the
+ * latest object at KEY. Older versions of KEY are left to the bucket's lifecycle rule.
  */
 import type { Logger } from '../logger.js';
 import type { ReplicaStore } from '../replica/store.js';
-import { listBackups } from './catalog.js';
+import type { StampedKind } from './backup-key.js';
+import { listStamped } from './catalog.js';
 import { withRetry } from './retry.js';
 
 const DAY_MS = 86_400_000;
@@ -23,7 +25,7 @@ export function backupsToDelete<T extends { key: string; at: Date }>(newestFirst
 }
 
 /**
- * Delete the backups of `key` that the policy does not keep; logs each deletion.
+ * Delete the backups and conflict copies of `key` that the policy does not keep; logs each deletion.
  * @returns the deleted keys.
  */
 export async function pruneBackups(
@@ -32,16 +34,19 @@ export async function pruneBackups(
   policy: RetentionPolicy,
   options: { log: Logger; signal?: AbortSignal | undefined; now?: Date },
 ): Promise<string[]> {
-  const backups = await listBackups(store, key, options);
-  const doomed = backupsToDelete(backups, policy, options.now ?? new Date());
-  for (const b of doomed) {
-    await withRetry(`delete ${b.key}`, () => store.delete(b.key, { signal: options.signal }), options);
-    options.log.info(
-      { key: b.key, at: b.at.toISOString(), keepCount: policy.keepCount, keepDays: policy.keepDays },
-      'old backup deleted by retention',
-    );
+  const deleted: string[] = [];
+  for (const kind of ['backup', 'conflict'] as const satisfies readonly StampedKind[]) {
+    const doomed = backupsToDelete(await listStamped(store, key, kind, options), policy, options.now ?? new Date());
+    for (const b of doomed) {
+      await withRetry(`delete ${b.key}`, () => store.delete(b.key, { signal: options.signal }), options);
+      options.log.info(
+        { key: b.key, at: b.at.toISOString(), keepCount: policy.keepCount, keepDays: policy.keepDays },
+        `old ${kind === 'backup' ? 'backup' : 'conflict copy'} deleted by retention`,
+      );
+      deleted.push(b.key);
+    }
   }
-  return doomed.map((b) => b.key);
+  return deleted;
 }
 
 /** {@link pruneBackups}, but a failure is logged, not thrown: retention must never fail a sync. */

@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DEFAULT_LEASE_WAIT_WARN_MS, type LeaseMode, type VersioningCheck } from '../config.js';
+import { DEFAULT_LEASE_WAIT_WARN_MS, type LeaseMode, type OnUnknownHistory, type VersioningCheck } from '../config.js';
 import { DbSyncError, isAbort, toError, wrapError } from '../errors.js';
 import { isConditionalStore as isConditional, type ReplicaStore } from '../replica/store.js';
 import { FencedStore, Lease, type LeaseHolderInfo, type LeaseStatus } from './lease.js';
@@ -44,6 +44,8 @@ export interface SidecarOptions extends SyncLoopOptions {
   readonly restoreTimeoutMs?: number | undefined;
   /** Check the store's versioning before the restore; absent = off. */
   readonly versioningCheck?: VersioningCheck | undefined;
+  /** A local database with no sync history: which copy wins (default `remote`). */
+  readonly onUnknownHistory?: OnUnknownHistory | undefined;
 }
 
 /** The lease as the sidecar reports it: `off` (disabled), `unenforced` (the store cannot enforce it), or the lease's own state. */
@@ -117,8 +119,25 @@ export class Sidecar {
         log.info({ key, location: store.location }, 'no remote copy; first start with an empty database');
         return { action: 'first-start' };
       }
-      // After a fallback the current remote object is bad: leave the baseline empty so it is replaced soon.
-      if (restored.skipped.length > 0) {
+      const intact = restored.skipped.filter((s) => s.checksumMatched);
+      if (intact.length > 0) {
+        // A newer copy arrived exactly as it was uploaded yet failed the check: it is not damaged in the
+        // store, someone put it there. Replacing it is a person's decision, not a start-up side effect.
+        log.error(
+          { key, rejected: intact, used: { key: restored.info.key, versionId: restored.info.versionId } },
+          `the current copy of ${key} failed verification although its sha256 matched (it is stored as it was uploaded); ` +
+            'restored an older copy, but the current object is not replaced automatically: inspect it (db-sync verify), ' +
+            'then run `db-sync upload` to replace it, or let the next change of the database replace it',
+        );
+        await this.loop.setSynced({
+          sha256: restored.sha256,
+          // A timestamped backup is another key: its version id means nothing for KEY.
+          versionId: restored.info.key === key ? restored.info.versionId : undefined,
+          token: await this.loop.probe(),
+        });
+      } else if (restored.skipped.length > 0) {
+        // After a fallback past copies damaged in transit or in the store: leave the baseline empty so the
+        // bad current object is replaced soon.
         this.syncFirst = true;
         this.loop.setBaseline({});
       } else {
@@ -236,20 +255,44 @@ export class Sidecar {
           'local database has no unsynced changes but the remote copy is newer; restoring it (local kept as .backup)',
         );
         return undefined;
+      case 'unknown-history':
+        if (this.sidecarOptions.onUnknownHistory !== 'local') {
+          const local = await stat(dbPath).catch(() => null);
+          log.warn(
+            {
+              path: dbPath,
+              backupPath: `${dbPath}.backup`,
+              localSizeBytes: local?.size,
+              remoteKey: r.remote.key,
+              remoteVersionId: r.remote.versionId,
+              remoteSizeBytes: r.remote.sizeBytes,
+              remoteLastModified: r.remote.lastModified.toISOString(),
+            },
+            'no sync history for the local database (no state file) and it differs from the remote copy; restoring the remote copy ' +
+              'and keeping the local file as DB_LOCAL_PATH.backup, never uploading it (DB_SYNC_ON_UNKNOWN_HISTORY=local keeps and uploads it instead)',
+          );
+          return undefined;
+        }
+        return this.keepLocal(r.decision, r.remoteSha256);
       default:
-        // Upload at once rather than after a whole interval: these are changes the store does not have.
-        this.syncFirst = true;
-        this.loop.setBaseline({ sha256: r.remoteSha256 });
-        log.warn(
-          { path: dbPath, decision: r.decision },
-          r.decision === 'local-ahead'
-            ? 'local database has changes that never reached the store; keeping it and uploading it now'
-            : r.decision === 'no-remote'
-              ? 'local database present and no remote copy yet; keeping it and uploading it now'
-              : 'local database present and differs from the remote copy; keeping it and uploading it now (the remote stays as an older version)',
-        );
-        return { action: 'kept-local' };
+        return this.keepLocal(r.decision, r.remoteSha256);
     }
+  }
+
+  /** Keep the local database and upload it at once rather than after a whole interval: the store lacks it. */
+  private keepLocal(decision: 'local-ahead' | 'no-remote' | 'unknown-history', remoteSha256: string | undefined): PrepareResult {
+    const { dbPath, log } = this.options;
+    this.syncFirst = true;
+    this.loop.setBaseline({ sha256: remoteSha256 });
+    log.warn(
+      { path: dbPath, decision },
+      decision === 'local-ahead'
+        ? 'local database has changes that never reached the store; keeping it and uploading it now'
+        : decision === 'no-remote'
+          ? 'local database present and no remote copy yet; keeping it and uploading it now'
+          : 'local database has no sync history and differs from the remote copy; keeping it and uploading it now, as DB_SYNC_ON_UNKNOWN_HISTORY=local asks (the remote stays as an older version)',
+    );
+    return { action: 'kept-local' };
   }
 
   private async restoreWithRetry(signal: AbortSignal): Promise<Restored | null> {

@@ -37,7 +37,13 @@ export interface SnapshotOptions {
  * Snapshot the database at `dbPath`.
  * @throws DbSyncError `NotFound` when the database does not exist, `LocalDatabase` when it cannot be read,
  *   `Corrupt` when the copy fails its integrity check; AbortedError when `signal` fires. The temp file is
- *   removed on every failure; the live database is never written.
+ *   removed on every failure. The source is opened read-only, so db-sync never writes the live database:
+ *   its close cannot checkpoint the WAL into the main file or delete the -wal (measured: with a read-write
+ *   connection as the last one, a 10 MB WAL was checkpointed and the main file rewritten). SQLite does
+ *   create the -shm beside a WAL database when it is missing, as any reader does. Only a database that
+ *   needs write access to be read at all (a hot rollback journal left by a crashed writer, a WAL that must
+ *   be recovered without a writable -shm) is opened read-write, which rolls it back or recovers it as the
+ *   app's next open would.
  */
 export async function takeSnapshot(dbPath: string, options: SnapshotOptions): Promise<Snapshot> {
   const started = performance.now();

@@ -36,11 +36,23 @@ export interface SnapshotWorkerResult {
   readonly sourceJournalMode: string;
 }
 
+/**
+ * SQLite result codes (with their extended forms, `SQLITE_CORRUPT_INDEX`…) that say a file's content is
+ * bad. Every other failure while checking a file is local (SQLITE_IOERR_*, SQLITE_CANTOPEN, SQLITE_FULL,
+ * SQLITE_NOMEM, SQLITE_READONLY_*, SQLITE_BUSY_*, errno errors) and is thrown, never reported as "not ok".
+ */
+export const CONTENT_ERROR_CODES = ['SQLITE_CORRUPT', 'SQLITE_NOTADB'] as const;
+
 // Written as plain CommonJS because it runs as eval'd source inside the worker.
 const WORKER_SOURCE = String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driverPath);
 const fs = require('node:fs');
+
+const CONTENT_ERRORS = ${JSON.stringify(CONTENT_ERROR_CODES)};
+function isContentError(code) {
+  return CONTENT_ERRORS.some((base) => code === base || code.startsWith(base + '_'));
+}
 
 function check(path, kind) {
   let db;
@@ -58,14 +70,35 @@ function check(path, kind) {
     const ok = rows.length === 1 && rows[0] === 'ok';
     return { ok, problems: ok ? [] : rows, journalMode, pageCount };
   } catch (error) {
-    return { ok: false, problems: [String((error && error.code) || 'ERROR') + ': ' + String(error && error.message)], journalMode: undefined, pageCount: undefined };
+    // Only an answer about the content makes the file bad. A local failure (I/O, no space for the -shm,
+    // out of memory, a lock) says nothing about the copy: rethrown, it stops the caller instead of making
+    // it skip a good copy.
+    const code = String((error && error.code) || '');
+    if (!isContentError(code)) throw error;
+    return { ok: false, problems: [code + ': ' + String(error && error.message)], journalMode: undefined, pageCount: undefined };
   } finally {
     if (db) db.close();
   }
 }
 
+// A read-only source connection can neither checkpoint nor delete the -wal when it closes (a read-write
+// one, as the last connection to the file, checkpoints the WAL into the main file and deletes the -wal and
+// -shm). It cannot roll back a hot journal or recover a WAL without write access either: only then does the
+// snapshot fall back to a read-write connection, as the app's next open would do anyway.
+const NEEDS_WRITE = ['SQLITE_READONLY_ROLLBACK', 'SQLITE_READONLY_RECOVERY', 'SQLITE_READONLY_CANTINIT', 'SQLITE_READONLY_CANTLOCK'];
+
 async function snapshot(task) {
-  const source = new Database(task.source, { fileMustExist: true, timeout: task.busyTimeoutMs });
+  try {
+    return await snapshotWith(task, true);
+  } catch (error) {
+    if (!NEEDS_WRITE.includes(String(error && error.code))) throw error;
+    try { fs.rmSync(task.destination, { force: true }); } catch {}
+    return snapshotWith(task, false);
+  }
+}
+
+async function snapshotWith(task, readonly) {
+  const source = new Database(task.source, { fileMustExist: true, timeout: task.busyTimeoutMs, readonly });
   let sourceJournalMode;
   try {
     sourceJournalMode = String(source.pragma('journal_mode', { simple: true }));
@@ -90,16 +123,38 @@ async function snapshot(task) {
 });
 `;
 
-/** What to do about a failed task, by SQLite result code (or errno, for the worker's own file calls). */
-function sqliteHint(code: string): string | undefined {
-  if (code === 'SQLITE_BUSY') return `the database stayed locked for ${BUSY_TIMEOUT_MS / 1000}s; a long write transaction is holding it`;
-  if (code === 'SQLITE_NOTADB') return 'the file is not a SQLite database; check DB_LOCAL_PATH';
-  if (code === 'SQLITE_FULL' || code === 'ENOSPC') {
+/** The primary result code of an extended one: `SQLITE_IOERR_SHMSIZE` → `SQLITE_IOERR`; errno codes as they are. */
+export function baseCode(code: string): string {
+  return /^SQLITE_[A-Z]+/.exec(code)?.[0] ?? code;
+}
+
+const WRITABLE_DIR_HINT =
+  "db-sync writes each snapshot to a temp file beside the database: make DB_LOCAL_PATH's directory writable by db-sync's user";
+
+/**
+ * What to do about a failed task, by SQLite result code (extended codes such as SQLITE_READONLY_DIRECTORY
+ * or SQLITE_IOERR_SHMSIZE get their primary code's hint, or a closer one), or errno for file calls.
+ */
+export function sqliteHint(code: string): string | undefined {
+  if (code === 'SQLITE_IOERR_SHMSIZE' || code === 'SQLITE_IOERR_SHMMAP' || code === 'SQLITE_IOERR_SHMOPEN') {
+    return "SQLite could not create the 32 KiB shared-memory file (-shm) beside the database: the volume is full or does not support it; free space in DB_LOCAL_PATH's directory";
+  }
+  const base = baseCode(code);
+  if (base === 'SQLITE_BUSY' || base === 'SQLITE_LOCKED') {
+    return `the database stayed locked for ${BUSY_TIMEOUT_MS / 1000}s; a long write transaction is holding it`;
+  }
+  if (base === 'SQLITE_NOTADB') return 'the file is not a SQLite database; check DB_LOCAL_PATH';
+  if (base === 'SQLITE_CORRUPT') return 'the database file is damaged; check it with `sqlite3 FILE "PRAGMA integrity_check"`';
+  if (base === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT') {
     return "the disk is full: each snapshot needs free space about the database's size beside it; free space (db-sync retries)";
   }
-  if (['SQLITE_CANTOPEN', 'SQLITE_READONLY', 'EROFS', 'EACCES', 'EPERM'].includes(code)) {
-    return "db-sync writes each snapshot to a temp file beside the database: make DB_LOCAL_PATH's directory writable";
+  if (base === 'SQLITE_NOMEM' || code === 'ENOMEM') return 'out of memory; give the container more memory';
+  if (code === 'EMFILE' || code === 'ENFILE') return 'too many open files; raise the open-file limit (ulimit -n) of the container';
+  if (base === 'SQLITE_IOERR' || code === 'EIO') {
+    return "a disk I/O error on the volume: check that DB_LOCAL_PATH's filesystem is healthy, not full, and supports file locks and shared memory (not a network share without locking)";
   }
+  if (['SQLITE_CANTOPEN', 'SQLITE_READONLY', 'SQLITE_PERM', 'SQLITE_AUTH', 'EROFS', 'EACCES', 'EPERM'].includes(base))
+    return WRITABLE_DIR_HINT;
   return undefined;
 }
 

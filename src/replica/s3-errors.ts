@@ -143,7 +143,9 @@ export function toStorageError(error: unknown, operation: string, context: S3Err
       hint:
         code === 'ENOTFOUND' || code === 'ECONNREFUSED'
           ? `cannot reach the S3 endpoint; check DB_S3_ENDPOINT / network access to ${where}`
-          : 'the S3 service is unavailable or throttling; db-sync will retry with backoff',
+          : code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'EPIPE'
+            ? `the connection to ${where} broke mid-transfer; db-sync retries with backoff (if it keeps happening, check the network path to S3)`
+            : 'the S3 service is unavailable or throttling; db-sync will retry with backoff',
     });
   }
   // Without an HTTP status the request never got an answer: a local network or socket problem.

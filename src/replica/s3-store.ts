@@ -7,7 +7,7 @@
  * complete object and no parts linger (the bucket lifecycle rule catches what a SIGKILL leaves).
  */
 import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -195,7 +195,9 @@ export class S3Store implements ReplicaStore, ConditionalStore {
           isLatest: options.versionId === undefined,
           metadata: metadataOf(out.Metadata),
         },
-        body: out.Body as Readable,
+        // A reset mid-body surfaces as an error of this stream, long after send() resolved: map it here too,
+        // so a caller sees a retryable StorageError, as for any other transient S3 failure.
+        body: mapStreamErrors(out.Body as Readable, (error) => this.fail(error, 'download', key)),
       };
     } catch (error) {
       if (isNotFound(error)) return null;
@@ -552,4 +554,16 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     this.client.destroy();
     if (this.conditionalClient !== this.client) this.conditionalClient.destroy();
   }
+}
+
+/**
+ * `body`, with its errors mapped through `map` (the SDK's raw stream errors, e.g. `aborted` with code
+ * ECONNRESET, become StorageErrors). Destroying the returned stream destroys `body`.
+ */
+function mapStreamErrors(body: Readable, map: (error: unknown) => Error): Readable {
+  const out = new PassThrough({ highWaterMark: body.readableHighWaterMark });
+  body.once('error', (error) => out.destroy(map(error)));
+  out.once('close', () => body.destroy());
+  body.pipe(out);
+  return out;
 }

@@ -60,7 +60,9 @@ export type Fault =
   /** Forward after a pause. */
   | { readonly kind: 'delay'; readonly ms: number }
   /** Forward request and response bodies at this rate each (a slow link: uploads and downloads stay in flight). */
-  | { readonly kind: 'throttle'; readonly bytesPerSecond: number };
+  | { readonly kind: 'throttle'; readonly bytesPerSecond: number }
+  /** Forward, then reset the connection after this many bytes of the response body (a reset mid-download). */
+  | { readonly kind: 'reset-mid-body'; readonly afterBytes: number };
 
 export interface RequestRecord extends RequestInfo {
   readonly at: number;
@@ -181,9 +183,9 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     req: IncomingMessage,
     res: ServerResponse,
     record: RequestRecord,
-    options: { bytesPerSecond?: number; dropResponse?: boolean } = {},
+    options: { bytesPerSecond?: number; dropResponse?: boolean; resetAfterBytes?: number } = {},
   ): void => {
-    const { bytesPerSecond } = options;
+    const { bytesPerSecond, resetAfterBytes } = options;
     // `expect: 100-continue` is never signed (SigV4 leaves it out); dropping it keeps the relay simple.
     const { expect: _expect, ...headers } = req.headers;
     const out = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers }, (upstreamRes) => {
@@ -196,7 +198,17 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       }
       res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
       if (bytesPerSecond !== undefined) upstreamRes.pipe(new Throttle(bytesPerSecond)).pipe(res);
-      else upstreamRes.pipe(res);
+      else if (resetAfterBytes !== undefined) {
+        let sent = 0;
+        upstreamRes.on('data', (chunk: Buffer) => {
+          if (sent >= resetAfterBytes) return;
+          const part = chunk.subarray(0, resetAfterBytes - sent);
+          sent += part.length;
+          res.write(part);
+          // The headers promised the whole body: cutting the socket now is what a reset mid-download looks like.
+          if (sent >= resetAfterBytes) res.socket?.destroy();
+        });
+      } else upstreamRes.pipe(res);
     });
     out.on('error', () => res.destroy());
     res.on('close', () => out.destroy());
@@ -261,6 +273,9 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         return;
       case 'throttle':
         forward(req, res, record, { bytesPerSecond: fault.bytesPerSecond });
+        return;
+      case 'reset-mid-body':
+        forward(req, res, record, { resetAfterBytes: fault.afterBytes });
         return;
     }
   });

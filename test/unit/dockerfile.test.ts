@@ -77,6 +77,25 @@ const COMPILERS =
   /\b(apt-get|apt|apk|yum|dnf)\s[^&;|]*\b(install|add)\s[^&;|]*(?<![\w.+-])(g\+\+|gcc|make|python3?|build-essential|clang)(?![\w.+-])/;
 const NPM_INSTALL = /\bnpm\s+(ci|install|i|rebuild)\b/;
 
+/**
+ * Whether `dir` is declared a VOLUME in `stage` after the RUN that chowns it: ECS (and Docker) copy an
+ * image directory's owner and mode into a task bind mount or new volume only when the image declares it a
+ * VOLUME; without one the mount is root 0755 and a non-root db-sync cannot write beside the database.
+ */
+function volumeAfterChown(stage: Stage, dir: string): { declared: boolean; afterChown: boolean } {
+  const volumes = keyword(stage, 'VOLUME');
+  const declared = volumes.find((v) => {
+    const text = (v.getArgumentsContent() ?? '').trim();
+    const paths = text.startsWith('[') ? (JSON.parse(text) as string[]) : text.split(/\s+/);
+    return paths.includes(dir);
+  });
+  const chown = stage.instructions.findIndex((i) => i.getKeyword() === 'RUN' && new RegExp(`chown\\s+\\S+\\s+${dir}\\b`).test(runText(i)));
+  return {
+    declared: declared !== undefined,
+    afterChown: declared !== undefined && chown >= 0 && stage.instructions.indexOf(declared) > chown,
+  };
+}
+
 describe('Dockerfile (the db-sync image)', () => {
   const { stages, final } = parse('Dockerfile');
   const build = stages.find((s) => s.name === 'build');
@@ -125,6 +144,10 @@ describe('Dockerfile (the db-sync image)', () => {
     // In the prune's own command line, nothing installs again after it.
     const pruneRun = buildRuns[prune] ?? '';
     expect(pruneRun.slice(pruneRun.search(/npm (prune|ci)\b[^&;]*--omit=dev/) + 1)).not.toMatch(NPM_INSTALL);
+  });
+
+  it('declares /data a VOLUME after chowning it, so a fresh volume or ECS bind mount is writable by the image user', () => {
+    expect(volumeAfterChown(final, '/data')).toEqual({ declared: true, afterChown: true });
   });
 
   it('runs as a non-root user', () => {
@@ -181,6 +204,10 @@ describe('docker/django/Dockerfile (db-sync inside an app image)', () => {
       .map((c) => c.getArguments()[0]?.getValue());
     expect(fromDbSync).toEqual(['/usr/local/bin/node', '/opt/db-sync']);
     for (const run of keyword(final, 'RUN').map(runText)) expect(run).not.toMatch(COMPILERS);
+  });
+
+  it('declares the database directory /data a VOLUME after chowning it to the app user', () => {
+    expect(volumeAfterChown(final, '/data')).toEqual({ declared: true, afterChown: true });
   });
 
   it('starts through entrypoint.sh as a non-root user, health-checked by db-sync, stopped by SIGTERM', () => {
