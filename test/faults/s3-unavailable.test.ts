@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort, httpStatus, runCli, startCli, waitFor } from '../helpers/cli.js';
 import { addRows, integrity, rowCount } from '../helpers/db.js';
-import { awsCli, seededBucket } from '../helpers/s3.js';
+import { s3Info, seededBucket } from '../helpers/s3.js';
 import { startWriter } from '../helpers/writer.js';
 import {
   bucketAndDatabase,
@@ -98,7 +98,8 @@ describe('fault: S3 unreachable at start', () => {
   it('with a database on the volume, keeps trying rather than exiting, then keeps and uploads the local changes', async () => {
     const proxy = await proxyForFile();
     const { bucket, dir, dbPath } = await bucketAndDatabase(20);
-    await awsCli(bucket, ['s3', 'cp', dbPath, `s3://${bucket}/db.sqlite3`]);
+    // Synced once by db-sync (which records it beside the database), then changed while it was not running.
+    expect((await runCli(['upload'], daemonEnv(bucket, s3Info().endpoint, dbPath))).code).toBe(0);
     addRows(dbPath, 3);
 
     proxy.set({ kind: 'reset' });
