@@ -12,7 +12,9 @@ import { retentionPolicy, uploadContext, type CommandContext } from './context.j
 import { pruneQuietly } from '../core/retention.js';
 
 export async function startupCommand(ctx: CommandContext): Promise<number> {
-  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs });
+  // Bounded by DB_SYNC_RESTORE_TIMEOUT as run's start is: without it, an unreachable S3 kept the legacy
+  // entrypoint (and so the container's stop) waiting forever.
+  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs, restoreTimeoutMs: ctx.config.restoreTimeoutMs });
   try {
     const result = await sidecar.prepare(ctx.shutdown.graceful);
     ctx.print(
