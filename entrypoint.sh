@@ -10,7 +10,9 @@
 #           Docker/ECS reaches Node, not a shell that would ignore it. db-sync restores the database,
 #           starts the app as its child, syncs every DB_SYNC_INTERVAL, forwards SIGTERM/SIGINT/SIGHUP,
 #           and after the app exits uploads a final snapshot and exits with the app's exit code.
-#   legacy  the old script's shape: `db-sync startup` (restore if there is no local database), the app
+#   legacy  the old script's shape: `db-sync startup` (restore if there is no local database; run in the
+#           background and waited for, so a SIGTERM meanwhile is acted on at once: it stops startup and
+#           the app is not started; DB_SYNC_RESTORE_TIMEOUT bounds it), the app
 #           in the background, SIGTERM/SIGINT passed to it as SIGTERM and SIGHUP as SIGHUP, wait (no
 #           deadline: the orchestrator's SIGKILL is the only one), `db-sync shutdown` (final upload +
 #           backup key), exit with the app's code. No periodic sync: prefer exec.
@@ -33,9 +35,11 @@ if [ "$#" -eq 0 ]; then
 fi
 
 app_pid=
+startup_pid=
 stop_signal=
 
-# Trap handler (legacy): pass the signal on to the app, or remember a stop that came before it started.
+# Trap handler (legacy): pass the signal on to the app, or remember a stop that came before it started
+# (and pass it on to a `db-sync startup` still running, which then stops).
 # SIGINT goes on as SIGTERM: a non-interactive shell starts background commands with SIGINT ignored
 # (POSIX), and many apps (Python's among them) then never see it; both mean "stop" here.
 forward() {
@@ -45,7 +49,28 @@ forward() {
     kill -s "$sig" "$app_pid" 2>/dev/null || true
   elif [ "$sig" != HUP ]; then
     stop_signal=$sig
+    if [ -n "$startup_pid" ]; then
+      kill -s TERM "$startup_pid" 2>/dev/null || true
+    fi
   fi
+}
+
+# Wait for the background job $1 and set $status to its exit status. `wait` returns early (above 128)
+# when a trapped signal arrives: wait again while the job runs. Above 128 with the job gone is either
+# its own status (killed by a signal) or a wait interrupted as it ended: a second `wait` returns the
+# job's status in both cases (bash and dash remember it). Should a shell have forgotten it (127, "no
+# such job"), the first answer stands.
+wait_for() {
+  while :; do
+    status=0
+    wait "$1" || status=$?
+    [ "$status" -le 128 ] && return 0
+    kill -0 "$1" 2>/dev/null && continue
+    again=0
+    wait "$1" || again=$?
+    [ "$again" -ne 127 ] && status=$again
+    return 0
+  done
 }
 
 run_legacy() {
@@ -53,15 +78,19 @@ run_legacy() {
   trap 'forward INT' INT
   trap 'forward HUP' HUP
 
-  status=0
-  db-sync startup || status=$?
-  if [ "$status" -ne 0 ]; then
-    echo "entrypoint.sh: db-sync startup failed (exit $status); not starting the app" >&2
-    exit "$status"
-  fi
+  # In the background: a shell runs a trap only after the foreground command ends, so a SIGTERM during a
+  # long restore (or while S3 is unreachable) would wait for it.
+  db-sync startup &
+  startup_pid=$!
+  wait_for "$startup_pid"
+  startup_pid=
   if [ -n "$stop_signal" ]; then
     echo "entrypoint.sh: SIG$stop_signal before the app started; not starting it" >&2
     exit 0
+  fi
+  if [ "$status" -ne 0 ]; then
+    echo "entrypoint.sh: db-sync startup failed (exit $status); not starting the app" >&2
+    exit "$status"
   fi
 
   "$@" &
@@ -71,20 +100,7 @@ run_legacy() {
     kill -s "$stop_signal" "$app_pid" 2>/dev/null || true
   fi
 
-  # `wait` returns early (above 128) when a trapped signal arrives: wait again while the app runs.
-  # Above 128 with the app gone is either its own status (killed by a signal) or a wait interrupted as
-  # it ended: a second `wait` returns the app's status in both cases (bash and dash remember it). Should
-  # a shell have forgotten it (127, "no such job"), the first answer stands.
-  while :; do
-    status=0
-    wait "$app_pid" || status=$?
-    [ "$status" -le 128 ] && break
-    kill -0 "$app_pid" 2>/dev/null && continue
-    again=0
-    wait "$app_pid" || again=$?
-    [ "$again" -ne 127 ] && status=$again
-    break
-  done
+  wait_for "$app_pid"
   app_status=$status
   # The final upload must not be cut short by a late signal killing this shell (and the exit code with
   # it): from here on signals are caught and dropped; `db-sync shutdown` has its own deadline.

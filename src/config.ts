@@ -332,7 +332,7 @@ export const SETTINGS = [
     env: 'DB_SYNC_RESTORE_TIMEOUT',
     flag: 'restore-timeout',
     description:
-      'run, exec: give up (exit 1, never ready) when the store stays unreachable this long at start; 0 keeps trying, so the app never starts on an empty database.',
+      'run, exec, startup: give up (exit 1, never ready) when the store stays unreachable this long at start; 0 keeps trying, so the app never starts on an empty database.',
     defaultText: '0 (keep trying)',
     parse: duration('DB_SYNC_RESTORE_TIMEOUT', 0, 1_000, 'keep trying'),
   }),

@@ -37,6 +37,7 @@ export const EXEC_EXIT_CODES: ReadonlyArray<readonly [code: string, meaning: str
   ['128+N', 'the app was killed by signal N: 143 SIGTERM, 130 SIGINT, 137 SIGKILL (after DB_SYNC_CHILD_STOP_TIMEOUT)'],
   ['1', "the final sync failed: changes are NOT in the store (the app's own code is in the log)"],
   ['2', 'no command after --, or bad settings; nothing was started'],
+  ['5', 'the lease was lost to another db-sync while the app ran: the app was stopped, the final sync skipped'],
   ['126', 'the command exists but cannot be executed; the app never ran, so nothing was synced'],
   ['127', 'the command was not found; the app never ran, so nothing was synced'],
   ['130', 'a second SIGTERM/SIGINT aborted the stop; the final sync was skipped or cancelled'],
@@ -141,10 +142,23 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
     }, config.childStopTimeoutMs);
   };
   shutdown.graceful.addEventListener('abort', onStop, { once: true });
+  // Lease lost: the app would go on writing into a database that is never uploaded again; stop it as a
+  // stop request would (SIGTERM, then SIGKILL after the child-stop deadline).
+  const onLeaseLost = (): void => {
+    if (!running()) return;
+    log.fatal(
+      { pid: child.pid, deadlineMs: config.childStopTimeoutMs },
+      'LEASE LOST while the app runs: stopping the app (SIGTERM, then SIGKILL after DB_SYNC_CHILD_STOP_TIMEOUT); its writes can no longer reach the store',
+    );
+    child.kill('SIGTERM');
+    onStop();
+  };
+  sidecar.leaseLostSignal.addEventListener('abort', onLeaseLost, { once: true });
   const cleanUp = (): void => {
     clearTimeout(killTimer);
     unsubscribe();
     shutdown.graceful.removeEventListener('abort', onStop);
+    sidecar.leaseLostSignal.removeEventListener('abort', onLeaseLost);
   };
 
   try {
@@ -162,11 +176,21 @@ async function superviseChild(ctx: CommandContext, sidecar: Sidecar, command: st
   // The program and how many arguments, never the arguments: apps take tokens and passwords there, and
   // no scrubber can tell which ones are secret (logs go to CloudWatch). Not even at debug.
   log.info({ program: command, argCount: args.length, pid: child.pid }, 'app started');
+  if (sidecar.leaseLostSignal.aborted) onLeaseLost();
 
   const exit = await exited.finally(cleanUp);
   const childCode = shellExitCode(exit);
   log.info({ code: exit.code, signal: exit.signal, exitCode: childCode, stopRequested: shutdown.graceful.aborted }, 'app exited');
 
+  if (sidecar.leaseLostSignal.aborted) {
+    // The final sync is fenced and would fail; another db-sync owns the database now.
+    sidecar.loop.abort();
+    log.fatal(
+      { appExitCode: childCode, exitCode: ExitCode.Refused },
+      'FINAL SYNC SKIPPED (lease lost to another db-sync): changes since the last upload are NOT in the store',
+    );
+    return ExitCode.Refused;
+  }
   if (shutdown.hard.aborted) {
     // The lease stays held (a successor waits out its TTL): an upload cancelled just now may still land.
     sidecar.loop.abort();

@@ -15,7 +15,14 @@ import { pruneQuietly } from '../core/retention.js';
 import { recordSync } from '../core/sync-state.js';
 
 export async function startupCommand(ctx: CommandContext): Promise<number> {
-  const sidecar = new Sidecar({ ...uploadContext(ctx), intervalMs: ctx.config.intervalMs, onUnknownHistory: ctx.config.onUnknownHistory });
+  // Bounded by DB_SYNC_RESTORE_TIMEOUT as run's start is: without it, an unreachable S3 kept the legacy
+  // entrypoint (and so the container's stop) waiting forever.
+  const sidecar = new Sidecar({
+    ...uploadContext(ctx),
+    intervalMs: ctx.config.intervalMs,
+    onUnknownHistory: ctx.config.onUnknownHistory,
+    restoreTimeoutMs: ctx.config.restoreTimeoutMs,
+  });
   try {
     const result = await sidecar.prepare(ctx.shutdown.graceful);
     ctx.print(

@@ -11,12 +11,20 @@
  * 5. delete it.
  *
  * On a versioned bucket the deleted probe leaves a few tiny noncurrent versions, which the bucket's
- * lifecycle rule expires.
+ * lifecycle rule expires. The delete gets its own short deadline (a probe cut short by a stop request
+ * still removes its object), and each probe first removes probe objects of this key that an earlier run
+ * left (S3 unreachable at the delete, a SIGKILL): older than {@link STALE_PROBE_MS}, so a task probing at
+ * the same moment keeps its own.
  */
 import { randomBytes } from 'node:crypto';
 import { toError, wrapError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { isConditionalStore, PreconditionFailedError, type ReplicaStore } from '../replica/store.js';
+
+/** How long deleting the probe object may take, whatever happened to the probe's own signal. */
+export const PROBE_DELETE_TIMEOUT_MS = 5_000;
+/** Probe objects older than this are leftovers of an earlier run (a probe takes seconds). */
+export const STALE_PROBE_MS = 10 * 60_000;
 
 export interface ProbeResult {
   /** Whether every check behaved as compare-and-swap requires. */
@@ -29,7 +37,39 @@ export interface ProbeResult {
 
 /** The key of a probe object for the lease at `leaseKey`: same prefix, unique per run. */
 export function probeKeyFor(leaseKey: string): string {
-  return `${leaseKey}.probe.${randomBytes(6).toString('hex')}`;
+  return `${probePrefix(leaseKey)}${randomBytes(6).toString('hex')}`;
+}
+
+function probePrefix(leaseKey: string): string {
+  return `${leaseKey}.probe.`;
+}
+
+/**
+ * Delete the probe objects of `leaseKey` older than {@link STALE_PROBE_MS}. Never throws: leftovers cost
+ * pennies, and the probe must not fail for them.
+ * @returns the keys deleted.
+ */
+export async function removeStaleProbes(
+  store: ReplicaStore,
+  leaseKey: string,
+  options: { log: Logger; signal?: AbortSignal | undefined; now?: Date },
+): Promise<string[]> {
+  const { log, signal } = options;
+  const before = (options.now ?? new Date()).getTime() - STALE_PROBE_MS;
+  const prefix = probePrefix(leaseKey);
+  const isProbe = (key: string): boolean => key.startsWith(prefix) && /^[0-9a-f]{12}$/.test(key.slice(prefix.length));
+  const removed: string[] = [];
+  try {
+    for (const o of await store.list(prefix, { signal })) {
+      if (!isProbe(o.key) || o.lastModified.getTime() >= before) continue;
+      await store.delete(o.key, { signal });
+      removed.push(o.key);
+    }
+  } catch (error) {
+    log.warn({ err: toError(error).message, prefix }, 'could not remove old lease probe objects');
+  }
+  if (removed.length > 0) log.info({ keys: removed }, 'removed lease probe objects left by an earlier run');
+  return removed;
 }
 
 /**
@@ -58,13 +98,15 @@ export async function probeConditionalWrites(
       throw error;
     }
   };
+  await removeStaleProbes(store, leaseKey, { log, signal });
   const problems: string[] = [];
   let created = false;
   try {
     let etag: string;
     try {
-      etag = await store.putBytes(key, body('create'), { ifNoneMatch: true }, { signal });
+      // Counted as created before the answer: a create applied but unanswered must be deleted too.
       created = true;
+      etag = await store.putBytes(key, body('create'), { ifNoneMatch: true }, { signal });
     } catch (error) {
       if (!(error instanceof PreconditionFailedError)) throw error;
       return { enforced: false, problems: ['a create-only write (If-None-Match) of a new key was refused'], probeKey: key };
@@ -87,7 +129,8 @@ export async function probeConditionalWrites(
     throw wrapError('lease probe', error);
   } finally {
     if (created) {
-      await store.delete(key, { signal }).catch((error: unknown) => {
+      // Its own deadline, not `signal`: a probe cut short by a stop request must still remove its object.
+      await store.delete(key, { signal: AbortSignal.timeout(PROBE_DELETE_TIMEOUT_MS) }).catch((error: unknown) => {
         log.warn({ err: toError(error).message, key }, 'could not delete the lease probe object');
       });
     }

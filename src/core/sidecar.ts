@@ -71,6 +71,7 @@ export class Sidecar {
   private readonly options: SyncLoopOptions;
   private lease: Lease | undefined;
   private leaseStatus: SidecarLeaseStatus = { state: 'off' };
+  private readonly leaseLostController = new AbortController();
   /** Fires when DB_SYNC_RESTORE_TIMEOUT has passed since preparing began (after the lease); undefined = never. */
   private restoreDeadline: AbortSignal | undefined;
   private leaseWait: LeaseWaitWatch | undefined;
@@ -219,9 +220,18 @@ export class Sidecar {
     }
   }
 
+  /**
+   * Fires when the lease is lost to another owner (never for a release). `exec` stops its app then: what
+   * the app writes from now on can never reach the store.
+   */
+  get leaseLostSignal(): AbortSignal {
+    return this.leaseLostController.signal;
+  }
+
   /** Lost for good: stop uploading, fail health, say so loudly. The final sync will fail too (fenced). */
   private leaseLost(error: Error): void {
     this.phaseValue = 'failed';
+    this.leaseLostController.abort(error);
     void this.loop.stop();
     this.options.log.fatal(
       { err: error.message, lease: this.lease?.status() },

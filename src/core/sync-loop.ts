@@ -42,7 +42,12 @@ export interface SyncStatus {
     { readonly at: string; readonly versionId: string | undefined; readonly sizeBytes: number; readonly sha256: string } | undefined;
   readonly lastCheckAt: string | undefined;
   readonly nextRunAt: string | undefined;
-  /** When a change was first seen that has not reached the store yet (data at risk since then). */
+  /**
+   * Since when changes have been waiting for the store (data at risk since then): the last moment the
+   * database was known to be in sync (the last check that found no change, or the start of the snapshot
+   * last uploaded or found identical). The change itself came after it, by up to one interval: early,
+   * never late, so an alert on it never fires late.
+   */
   readonly unsyncedSince: string | undefined;
   readonly uploads: number;
   readonly skippedUnchanged: number;
@@ -93,6 +98,8 @@ export class SyncLoop {
   private lastCheckAt: Date | undefined;
   private nextRunAt: Date | undefined;
   private unsyncedSince: Date | undefined;
+  /** The last moment the local database was known to match the store (see {@link SyncStatus.unsyncedSince}). */
+  private inSyncAt: Date | undefined;
   private uploads = 0;
   private skippedUnchanged = 0;
   private failures = 0;
@@ -119,6 +126,7 @@ export class SyncLoop {
    */
   async setSynced(baseline: SyncBaseline & { sha256: string }): Promise<void> {
     this.baseline = { ...baseline };
+    this.inSyncAt = new Date();
     await this.persistState();
   }
 
@@ -199,10 +207,11 @@ export class SyncLoop {
     }
     if (this.baseline.token !== undefined && token === this.baseline.token) {
       this.skippedUnchanged += 1;
+      this.inSyncAt = this.lastCheckAt;
       log.info({ key: this.options.key }, 'no change since last sync; upload skipped');
       return 'unchanged';
     }
-    this.unsyncedSince ??= new Date();
+    this.unsyncedSince ??= this.inSyncAt ?? this.lastCheckAt;
     const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256, retry: SHORT_RETRY });
     await this.adopt(outcome, token);
     if (!outcome.uploaded) {
@@ -228,6 +237,8 @@ export class SyncLoop {
     this.noteJournalMode(outcome.snapshot.journalMode);
     this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded?.versionId ?? this.baseline.versionId, token };
     this.unsyncedSince = undefined;
+    // A change made while the snapshot was being taken may be in it or not: in sync as of its start.
+    this.inSyncAt = outcome.snapshot.takenAt;
     await this.persistState();
   }
 

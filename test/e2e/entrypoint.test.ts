@@ -6,6 +6,7 @@
 import { spawn, execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { CLI, waitFor } from '../helpers/cli.js';
@@ -129,6 +130,35 @@ describe('entrypoint.sh, legacy mode (startup, app, shutdown)', () => {
       expect(run.stdout()).toMatch(/^uploaded; backup written to db\.sqlite3\.backup\.\d{8}_\d{6}$/m);
     },
   );
+
+  it('SIGTERM while startup cannot reach S3: startup stops at once, the app never starts, exit 0', async () => {
+    const s = await setup();
+    // Nothing listens on port 1: startup retries, not ready, for as long as it is let.
+    const run = startEntrypoint('bash', ['legacy', process.execPath, s.app], { ...s.env, DB_S3_ENDPOINT: 'http://127.0.0.1:1' });
+    await waitFor('startup retrying', () => run.stdout().includes('cannot reach the store to restore'));
+    run.kill('SIGTERM');
+    // Before: the shell deferred its trap until startup ended, and startup never ended.
+    const code = await Promise.race([run.exited, sleep(30_000).then(() => 'still running after 30 s')]);
+    if (typeof code === 'string') run.kill('SIGKILL');
+    expect(code).toBe(0);
+    expect(run.stderr()).toContain('SIGTERM before the app started; not starting it');
+    expect(appLines(run.stdout())).toEqual([]);
+  });
+
+  it('startup gives up after DB_SYNC_RESTORE_TIMEOUT while S3 is unreachable (exit 1), and the app never starts', async () => {
+    const s = await setup();
+    const run = startEntrypoint('sh', ['legacy', process.execPath, s.app], {
+      ...s.env,
+      DB_S3_ENDPOINT: 'http://127.0.0.1:1',
+      DB_SYNC_RESTORE_TIMEOUT: '3s',
+    });
+    const code = await Promise.race([run.exited, sleep(60_000).then(() => 'still running after 60 s')]);
+    if (typeof code === 'string') run.kill('SIGKILL');
+    expect(code).toBe(1);
+    expect(run.stderr()).toMatch(/gave up after 3s \(DB_SYNC_RESTORE_TIMEOUT\)/);
+    expect(run.stderr()).toContain('db-sync startup failed (exit 1); not starting the app');
+    expect(appLines(run.stdout())).toEqual([]);
+  });
 
   it('does not start the app when startup fails, and exits with its code', async () => {
     const s = await setup();

@@ -9,7 +9,15 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli, startCli, waitFor, type Running } from '../helpers/cli.js';
-import { APP_STDERR_END, APP_STDERR_START, appSetup, checkAppOutput, lastCommitted, type AppSetup } from '../helpers/child-app.js';
+import {
+  APP_STDERR_END,
+  APP_STDERR_START,
+  appSetup,
+  checkAppOutput,
+  lastCommitted,
+  writeChildApp,
+  type AppSetup,
+} from '../helpers/child-app.js';
 import { integrity, rowCount, tempDir } from '../helpers/db.js';
 import { awsCli } from '../helpers/s3.js';
 
@@ -168,6 +176,27 @@ describe('db-sync exec', () => {
       Versions: Array<{ Key: string }>;
     };
     expect(versions.Versions.filter((v) => v.Key === 'db.sqlite3')).toHaveLength(1);
+  });
+
+  it('stops the app and exits 5 when the lease is lost while it runs (it would write into a database never uploaded again)', async () => {
+    const dir = tempDir();
+    const env = {
+      DB_SYNC_REPLICA_DIR: join(dir, 'replica'),
+      DB_LOCAL_PATH: join(dir, 'db.sqlite3'),
+      DB_SYNC_HEALTH_PORT: '0',
+      DB_SYNC_INTERVAL: '1s',
+      DB_SYNC_LEASE: 'required',
+      DB_SYNC_LEASE_TTL: '2s',
+      APP_PAUSE_MS: '50',
+      APP_EXIT_AFTER: '400:0', // left alone, the app would exit 0 by itself after ~20 s
+    };
+    const run = startCli(['exec', '--', process.execPath, writeChildApp(dir)], env);
+    await waitFor('the app committing', () => run.stdout().includes('committed 3'));
+    expect((await runCli(['lease', '--force'], env)).code).toBe(0); // another party breaks the lease
+    expect(await run.exited).toBe(5);
+    expect(run.stdout()).toContain('app: got SIGTERM');
+    expect(run.logs().some((l) => String(l.msg).startsWith('LEASE LOST while the app runs: stopping the app'))).toBe(true);
+    expect(run.logs().some((l) => String(l.msg).startsWith('FINAL SYNC SKIPPED (lease lost'))).toBe(true);
   });
 
   it("logs the app's program and argument count, never its arguments (they may hold secrets)", async () => {

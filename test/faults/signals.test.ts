@@ -47,7 +47,7 @@ describe('fault: signals at awkward moments', () => {
     expect((await remoteCopy(bucket, dir)).sha256).toBe(before.sha256);
   });
 
-  it('SIGTERM during an upload: the upload finishes, then the final sync uploads what came after', async () => {
+  it('SIGTERM during an upload: the periodic upload is cancelled and the final sync uploads everything at once', async () => {
     const proxy = await proxyForFile();
     const { bucket, dir, dbPath } = await bucketAndDatabase(ROWS, { bodyBytes: BODY_BYTES });
     const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_SHUTDOWN_TIMEOUT: '60s' }));
@@ -60,6 +60,7 @@ describe('fault: signals at awkward moments', () => {
     addRows(dbPath, 1); // a write after the signal, before the app stops: the final sync must carry it
     expect(await daemon.exited).toBe(0);
 
+    expect(logged(daemon, 'cancelling the periodic sync in flight; the final snapshot supersedes it')).toBe(true);
     expect(logged(daemon, 'final sync complete')).toBe(true);
     const remote = await remoteCopy(bucket, dir);
     expect(remote.rows).toBe(ROWS + 2);

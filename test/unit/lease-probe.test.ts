@@ -3,20 +3,41 @@
  * not in a versioned one (RGW ignores If-None-Match there and refuses every If-Match). And what the
  * sidecar does with each answer under DB_SYNC_LEASE=required and auto.
  */
+import { utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { probeConditionalWrites } from '../../src/core/lease-probe.js';
 import { Sidecar } from '../../src/core/sidecar.js';
 import type { LeaseMode } from '../../src/config.js';
-import { DbSyncError } from '../../src/errors.js';
+import { AbortedError, DbSyncError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { DirStore } from '../../src/replica/dir-store.js';
-import type { ConditionalStore, SmallObject } from '../../src/replica/store.js';
+import type { ConditionalStore, SmallObject, WriteCondition } from '../../src/replica/store.js';
 import { tempDir } from '../helpers/db.js';
 import { createBucket } from '../helpers/s3.js';
 
 const log = silentLogger();
 const LEASE_KEY = 'app/db.sqlite3.lease';
+
+/** A directory store whose n-th conditional write fires `controller` (SIGTERM mid-probe) and fails as aborted. */
+class AbortingDirStore extends DirStore {
+  private writes = 0;
+  constructor(
+    root: string,
+    private readonly controller: AbortController,
+    private readonly abortAt: number,
+  ) {
+    super(root);
+  }
+  override async putBytes(key: string, bytes: Uint8Array, condition: WriteCondition, options?: { signal?: AbortSignal }): Promise<string> {
+    this.writes += 1;
+    if (this.writes === this.abortAt) {
+      this.controller.abort(new Error('SIGTERM'));
+      throw new AbortedError('put aborted');
+    }
+    return super.putBytes(key, bytes, condition, options);
+  }
+}
 
 describe('probeConditionalWrites', () => {
   it('finds them enforced in an unversioned bucket, and leaves no probe object behind', async () => {
@@ -47,6 +68,27 @@ describe('probeConditionalWrites', () => {
   it('finds them enforced in a directory', async () => {
     const result = await probeConditionalWrites(new DirStore(tempDir()), LEASE_KEY, { log });
     expect(result).toMatchObject({ enforced: true, problems: [] });
+  });
+
+  it('deletes its probe object even when the probe itself was aborted mid-way (a stop request)', async () => {
+    const dir = tempDir();
+    const controller = new AbortController();
+    const store = new AbortingDirStore(dir, controller, 3);
+    await expect(probeConditionalWrites(store, LEASE_KEY, { log, signal: controller.signal })).rejects.toThrow();
+    expect(await new DirStore(dir).list(`${LEASE_KEY}.probe.`)).toEqual([]);
+  });
+
+  it('removes probe objects an earlier run left (older than 10 minutes), and keeps a fresh one of a task probing now', async () => {
+    const dir = tempDir();
+    const store = new DirStore(dir);
+    const old = `${LEASE_KEY}.probe.aaaaaaaaaaaa`;
+    const fresh = `${LEASE_KEY}.probe.bbbbbbbbbbbb`;
+    await store.putBytes(old, Buffer.from('{}'), { ifNoneMatch: true });
+    await store.putBytes(fresh, Buffer.from('{}'), { ifNoneMatch: true });
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    utimesSync(join(dir, ...old.split('/')), hourAgo, hourAgo);
+    await probeConditionalWrites(store, LEASE_KEY, { log });
+    expect((await store.list(`${LEASE_KEY}.probe.`)).map((o) => o.key)).toEqual([fresh]);
   });
 
   it('finds a store that ignores the conditions out', async () => {

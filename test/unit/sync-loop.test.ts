@@ -235,6 +235,24 @@ describe('SyncLoop', () => {
     expect(store.copies).toBe(2);
   });
 
+  it('counts data at risk from the last moment the database was known in sync, not from the tick that saw the change', async () => {
+    const { dbPath, store, loop } = setup(10);
+    try {
+      expect(await loop.syncNow()).toBe('uploaded');
+      expect(await loop.syncNow()).toBe('unchanged');
+      const beforeChange = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, 20)); // distinct millisecond stamps
+      addRows(dbPath, 1);
+      store.failPut = new StorageError('upload: SlowDown', { retryable: false, code: 'SlowDown' });
+      await expect(loop.syncNow()).rejects.toThrow();
+      const since = Date.parse(loop.status().unsyncedSince ?? '');
+      // The write came after `beforeChange`; the risk is counted from no later than that.
+      expect(since).toBeLessThanOrEqual(beforeChange);
+    } finally {
+      loop.close();
+    }
+  });
+
   it('records a failed sync, and resets the count when it heals', async () => {
     const { dbPath, store, loop } = setup(10);
     try {

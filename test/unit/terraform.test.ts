@@ -753,6 +753,8 @@ describe('modules/iam-policy', () => {
       CreateMultipartUploadCommand: ['s3:PutObject'],
       UploadPartCommand: ['s3:PutObject'],
       CompleteMultipartUploadCommand: ['s3:PutObject'],
+      // S3Store.copy of an object over 5 GiB (a backup key): reads the source version, writes the backup.
+      UploadPartCopyCommand: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject'],
     };
     const srcDir = path.resolve(ROOT, '..', 'src');
     const sources = (dir: string): string[] =>
