@@ -103,7 +103,7 @@ async function main() {
 
   // Ready once the lease is taken and the restore is done (`/readyz` 200): only then may the app open the file.
   const ready = async () => (await fetch(`http://127.0.0.1:${env.DB_SYNC_HEALTH_PORT}/readyz`).catch(() => undefined))?.status === 200;
-  for (const deadline = Date.now() + 120_000; !(await ready()); ) {
+  for (const deadline = Date.now() + 120_000; !(await ready());) {
     if (Date.now() > deadline || daemon.exitCode !== null) {
       daemon.kill('SIGINT');
       throw new Error('db-sync did not become ready (see its log above)');

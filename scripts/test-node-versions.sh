@@ -13,7 +13,6 @@
 #   NODE_VERSIONS=24 bash scripts/test-node-versions.sh test/unit   # one version, other test paths
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 NODE_VERSIONS=${NODE_VERSIONS:-"22 24 26"}
 CACHE=${NODE_VERSIONS_CACHE:-/tmp/db-sync-node-versions}
