@@ -57,7 +57,9 @@ try {
   };
   const putS = await put(KEY, versions);
   const leaseS = await put(`${KEY}.lease`, leaseVersions);
-  process.stdout.write(`wrote ${versions} versions of ${KEY} in ${round(putS, 1)} s, ${leaseVersions} of ${KEY}.lease in ${round(leaseS, 1)} s\n`);
+  process.stdout.write(
+    `wrote ${versions} versions of ${KEY} in ${round(putS, 1)} s, ${leaseVersions} of ${KEY}.lease in ${round(leaseS, 1)} s\n`,
+  );
 
   const env = { ...s3Env(info), DB_S3_BUCKET: bucket, LOG_LEVEL: 'warn' };
   const walls: number[] = [];

@@ -9,6 +9,10 @@
 // changes the database, uploads skipped while it is idle, and on stop (Ctrl-C, or after DEMO_SECONDS,
 // default 40) the final upload and the KEY.backup.YYYYMMDD_HHMMSS key. It ends by listing the bucket
 // and checking the uploaded database with a separate reader.
+//
+// On S3 the single-writer lease is enforced (DB_SYNC_LEASE=required) and lives in a second, unversioned
+// bucket, as the README advises for Ceph RGW (which enforces conditional writes only there): the data
+// bucket then holds only the database's versions and its backup key, no lease versions or probe objects.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -22,6 +26,10 @@ const work = join(root, '.demo');
 const useDir = process.argv.includes('--dir');
 const seconds = Number(process.env.DEMO_SECONDS ?? 40);
 const key = 'db.sqlite3';
+
+// The AWS SDK prints a notice about its future Node.js support at this script's first request on Node < 22
+// (db-sync's own CLI silences it too, see src/cli.ts); it is not about this demo.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const say = (text) => process.stderr.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
 
@@ -60,7 +68,10 @@ async function main() {
     execFileSync('bash', [join(root, 'scripts', 's3-server.sh'), 'start'], { stdio: 'inherit' });
     const server = JSON.parse(readFileSync(join(process.env.S3_SERVER_DIR ?? '/tmp/db-sync-s3', 'server.json'), 'utf8'));
     bucket = `db-sync-demo-${Date.now()}`;
+    const leaseBucket = `${bucket}-locks`;
     Object.assign(env, {
+      DB_SYNC_LEASE: 'required',
+      DB_SYNC_LEASE_BUCKET: leaseBucket,
       AWS_ACCESS_KEY_ID: server.accessKeyId,
       AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
       AWS_REGION: server.region,
@@ -76,7 +87,8 @@ async function main() {
     });
     await client.send(new CreateBucketCommand({ Bucket: bucket }));
     await client.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
-    say(`created versioned bucket s3://${bucket} at ${server.endpoint}`);
+    await client.send(new CreateBucketCommand({ Bucket: leaseBucket }));
+    say(`created versioned bucket s3://${bucket} (the database) and unversioned s3://${leaseBucket} (the lease) at ${server.endpoint}`);
   }
 
   say('seeding the replica with a sample database (1000 rows) using `db-sync upload`');
@@ -89,7 +101,15 @@ async function main() {
   const daemon = spawn(process.execPath, [cli, 'run'], { env, stdio: 'inherit', detached: true });
   const exited = new Promise((resolve) => daemon.on('exit', (code) => resolve(code ?? 1)));
 
-  await new Promise((r) => setTimeout(r, 2_000));
+  // Ready once the lease is taken and the restore is done (`/readyz` 200): only then may the app open the file.
+  const ready = async () => (await fetch(`http://127.0.0.1:${env.DB_SYNC_HEALTH_PORT}/readyz`).catch(() => undefined))?.status === 200;
+  for (const deadline = Date.now() + 120_000; !(await ready());) {
+    if (Date.now() > deadline || daemon.exitCode !== null) {
+      daemon.kill('SIGINT');
+      throw new Error('db-sync did not become ready (see its log above)');
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
   say('a writer adds a row every second for 12 s, then the database goes idle (watch for "upload skipped")');
   const app = new Database(env.DB_LOCAL_PATH, { fileMustExist: true, timeout: 5_000 });
   const insert = app.prepare('INSERT INTO polls_question (question_text, pub_date) VALUES (?, ?)');

@@ -7,14 +7,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { S3Client } from '@aws-sdk/client-s3';
+import { PutBucketVersioningCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortedError, StorageError } from '../../src/errors.js';
 import { DirStore } from '../../src/replica/dir-store.js';
 import { PART_SIZE_BYTES, S3Store } from '../../src/replica/s3-store.js';
 import { PreconditionFailedError, type ConditionalStore, type ObjectMetadata, type ReplicaStore } from '../../src/replica/store.js';
 import { tempDir } from '../helpers/db.js';
-import { createBucket, s3Info } from '../helpers/s3.js';
+import { createBucket, rawClient, s3Info } from '../helpers/s3.js';
 
 const MB = 1024 * 1024;
 
@@ -47,6 +47,11 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Rep
       store = await makeStore();
     });
     afterAll(() => store.close());
+
+    it('keeps versions, and says so', async () => {
+      // Every store in this suite keeps versions (the S3 one runs on a versioned bucket).
+      expect(await store.versioning?.()).toBe('enabled');
+    });
 
     it('returns null for head and get of an absent key', async () => {
       const key = freshKey();
@@ -310,6 +315,33 @@ describe('S3Store on the real server', () => {
         expect((error as StorageError).hint).toContain('DB_S3_BUCKET');
       }
     } finally {
+      store.close();
+    }
+  });
+
+  it('reads bucket versioning: never enabled, enabled, suspended; a missing bucket is a permanent error', async () => {
+    const { bucket, store } = await createBucket({ versioned: false });
+    const client = rawClient();
+    try {
+      expect(await store.versioning()).toBe('disabled');
+      await client.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+      expect(await store.versioning()).toBe('enabled');
+      await client.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Suspended' } }));
+      expect(await store.versioning()).toBe('suspended');
+      const s3 = s3Info();
+      const missing = new S3Store({
+        bucket: `missing-${randomBytes(6).toString('hex')}`,
+        endpoint: s3.endpoint,
+        region: s3.region,
+        forcePathStyle: true,
+      });
+      const error = await missing.versioning().catch((e: unknown) => e);
+      missing.close();
+      expect(error).toBeInstanceOf(StorageError);
+      expect((error as StorageError).retryable).toBe(false);
+      expect((error as StorageError).code).toBe('NoSuchBucket');
+    } finally {
+      client.destroy();
       store.close();
     }
   });

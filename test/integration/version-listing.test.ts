@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { ListObjectVersionsCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { S3Store } from '../../src/replica/s3-store.js';
-import { runCli } from '../helpers/cli.js';
+import { startCli } from '../helpers/cli.js';
 import { awsCli, createBucket, putVersions, rawClient, s3Env, s3Info } from '../helpers/s3.js';
 
 const KEY = 'db.sqlite3';
@@ -92,8 +92,15 @@ describe('listing versions among thousands of lease versions', () => {
     ) as string[];
     expect(listed).toHaveLength(KEY_VERSIONS);
 
-    const r = await runCli(['backups', '--json'], { ...s3Env(bucket), LOG_LEVEL: 'warn' });
+    // A reader that is slow to drain the pipe (as `| jq` on a busy machine): the ~240 KB answer must
+    // arrive whole; db-sync used to exit while it was still queued and cut it short.
+    const slow = startCli(['backups', '--json'], { ...s3Env(bucket), LOG_LEVEL: 'warn' });
+    slow.child.stdout?.pause();
+    await new Promise((r) => setTimeout(r, 3_000));
+    slow.child.stdout?.resume();
+    const r = { code: await slow.exited, stdout: slow.stdout() };
     expect(r.code).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan(200_000);
     const entries = JSON.parse(r.stdout) as Array<{ kind: string; versionId?: string; key: string; sha256?: string }>;
     const versionEntries = entries.filter((e) => e.kind === 'version');
     expect(versionEntries).toHaveLength(KEY_VERSIONS);

@@ -79,6 +79,8 @@ describe('status document', () => {
       lease: { state: 'held', owner: 'task-1' },
     });
     expect(d).toMatchObject({ lastUpload, lastError, consecutiveFailures: 2, uploads: 3, skippedUnchanged: 9 });
+    // Not checked yet, not waiting for a lease.
+    expect(d).toMatchObject({ versioning: null, leaseWait: { since: null, stalled: false } });
     expect(d.dataAtRiskSeconds).toBe(40);
     expect(d.lease).toEqual({ state: 'held', owner: 'task-1' });
   });
@@ -103,7 +105,9 @@ describe('status document', () => {
       integrityCheck: 'quick',
       keepBackups: config.keepBackups,
       keepBackupsDays: config.keepBackupsDays,
-      lease: { mode: 'auto', bucket: 'app-locks', key: null, ttlMs: config.leaseTtlMs },
+      lease: { mode: 'auto', bucket: 'app-locks', key: null, ttlMs: config.leaseTtlMs, waitWarnMs: 60_000 },
+      versioningCheck: 'warn',
+      cloudwatchMetrics: null,
       health: { host: '127.0.0.1', port: 8790 },
     });
     const text = JSON.stringify(d);

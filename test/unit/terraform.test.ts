@@ -742,6 +742,8 @@ describe('modules/iam-policy', () => {
       HeadObjectCommand: ['s3:GetObject', 's3:GetObjectVersion'],
       PutObjectCommand: ['s3:PutObject'],
       CopyObjectCommand: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject'],
+      // A copy larger than 5 GiB, part by part: read the source version, write the destination's parts.
+      UploadPartCopyCommand: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject'],
       DeleteObjectCommand: ['s3:DeleteObject'],
       AbortMultipartUploadCommand: ['s3:AbortMultipartUpload'],
       ListObjectsV2Command: ['s3:ListBucket'],
