@@ -19,6 +19,7 @@ import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
 import { rotate, type Context } from '../lib/context.js';
+import { BYTES_PER_MB, type NetworkModel } from '../lib/netmodel.js';
 import { createBucket, type ServerInfo } from '../lib/s3.js';
 import { median, percentile, round } from '../lib/stats.js';
 
@@ -31,6 +32,18 @@ export const QUEUE_SIZES = [4, 8] as const;
 export const SMALL_PUT_KB = [50, 200, 500] as const;
 /** Small PUTs per size: about 20 s of 1 s change objects. */
 const SMALL_PUTS = 20;
+
+/**
+ * What the network model alone allows (an idle machine, an instant server): the bound each measured
+ * figure is read against. Requests of one wave overlap, so each wave costs one first-byte latency; the
+ * bytes move at min(streams × per-connection cap, task cap).
+ */
+export function networkBoundS(bytes: number, requests: number, streams: number, m: NetworkModel, extraRequests = 0): number {
+  const parallel = Math.max(1, Math.min(streams, requests));
+  const waves = Math.ceil(requests / parallel) + extraRequests;
+  const rate = Math.min(parallel * m.connectionMBps, m.totalMBps) * BYTES_PER_MB;
+  return (waves * m.firstByteMs) / 1000 + bytes / rate;
+}
 
 export interface Timed {
   /** Wall seconds of each run. */
