@@ -13,7 +13,7 @@ import { DbSyncError, isAbort, wrapError } from '../errors.js';
 import { removeQuietly, tempPathBeside } from '../fs-atomic.js';
 import { sha256File } from './hash.js';
 import { bothSettled } from './settle.js';
-import { BUSY_TIMEOUT_MS, runSqliteTask } from './sqlite-worker.js';
+import { BUSY_TIMEOUT_MS, runSqliteTask, SNAPSHOT_NICENESS } from './sqlite-worker.js';
 
 export interface Snapshot {
   /** Temp file holding the snapshot. The caller owns it and must {@link discardSnapshot} it. */
@@ -56,7 +56,7 @@ export async function takeSnapshot(dbPath: string, options: SnapshotOptions): Pr
     );
     // Check and hash at once: the check runs on a worker thread, the hash on this one (about 0.7 s at 1 GB saved).
     const [check, sha256] = await bothSettled(
-      runSqliteTask({ op: 'check', path: destination, check: options.check }, options.signal),
+      runSqliteTask({ op: 'check', path: destination, check: options.check, niceness: SNAPSHOT_NICENESS }, options.signal),
       sha256File(destination, options.signal),
     );
     if (!check.ok) {
