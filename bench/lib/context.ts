@@ -7,8 +7,8 @@ import { generateDatabase, INSERT_SQL, openAppDb, rowFactory, TABLE } from './db
 import type { NetworkModel, NetworkProxy } from './netmodel.js';
 import { client, startServer, stopServer, type ServerInfo, type ServerSettings } from './s3.js';
 
-export type Section = 'upload' | 'restore' | 'writer' | 'idle' | 'risk' | 'params';
-export const SECTIONS: readonly Section[] = ['upload', 'restore', 'writer', 'idle', 'risk', 'params'];
+export type Section = 'upload' | 'restore' | 'writer' | 'rollback' | 'idle' | 'risk' | 'params';
+export const SECTIONS: readonly Section[] = ['upload', 'restore', 'writer', 'rollback', 'idle', 'risk', 'params'];
 
 export interface Options {
   readonly quick: boolean;
@@ -19,6 +19,8 @@ export interface Options {
   /** Runs for sizes of 1000 MB and more. */
   readonly runsLarge: number;
   readonly writerSizeMB: number;
+  /** Database sizes (MB) of the rollback-journal writer section. */
+  readonly rollbackSizes: readonly number[];
   readonly writerSeconds: number;
   /** Writer inserts per second (writer impact and data at risk). */
   readonly rate: number;
