@@ -1,11 +1,13 @@
 /**
- * Consistent snapshots of a live database through SQLite's online backup API.
+ * Consistent snapshots of a live database, byte for byte what SQLite's online backup API would produce.
  *
- * The copy is taken by a second connection on a worker thread, all pages in one step, into a temp file
+ * The copy is taken by a second connection on a worker thread (at a lower CPU priority) into a temp file
  * beside the database. The result is a self-contained SQLite file (the WAL's committed frames included)
  * that passed the configured integrity check, with its sha256 and size. Readers and writers of the live
- * database keep going: in WAL mode the backup's read transaction blocks nobody; in rollback-journal mode
- * writers wait for the copy (it takes about a second per few hundred MB).
+ * database keep going: in WAL mode the backup (in steps inside one read transaction) blocks nobody; in
+ * rollback-journal mode the file is copied without a lock and writers wait only for a short locked pass that
+ * brings the copy up to date (see sqlite-worker.ts). The temp file needs no durability (it is uploaded and
+ * deleted, never the durable copy): in WAL mode its writeback is spread over the copy, in rollback mode it is not synced.
  */
 import { stat } from 'node:fs/promises';
 import type { IntegrityCheck } from '../config.js';
