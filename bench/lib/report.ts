@@ -27,6 +27,8 @@ export interface Results {
   readonly sizes: Record<string, SizeResult>;
   writer?: WriterImpactResult;
   rollback?: RollbackWriterResult;
+  /** Sections measured by a later, narrower run and merged in (`writer`, `rollback`): that run's command, date and load. */
+  sectionRuns?: Record<string, { readonly date: string; readonly command: string; readonly load: LoadInfo }>;
   idle?: IdleResult;
   risk?: RiskResult;
   params?: ParamsResult;
@@ -41,6 +43,17 @@ export interface Target {
   readonly measured: string;
   readonly met: boolean | null;
   readonly limits: string;
+}
+
+/** A line saying which run measured `section`, when it was merged in from a narrower run than the rest. */
+function sectionRunNote(r: Results, section: string): string[] {
+  const run = r.sectionRuns?.[section];
+  if (!run) return [];
+  const l = run.load;
+  return [
+    `Measured by a separate run: \`${run.command}\` on ${run.date}; 1-min load before ${l.before[0]}, during ${l.during.min}-${l.during.max} (median ${l.during.median}), after ${l.after[0]}.`,
+    '',
+  ];
 }
 
 const f = (n: number | undefined, digits = 2): string => (n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(digits));
@@ -280,9 +293,8 @@ function renderRun(r: Results): string {
   }
   if (r.writer) {
     const w = r.writer;
+    out.push('## 4. Writer impact', '', ...sectionRunNote(r, 'writer'));
     out.push(
-      '## 4. Writer impact',
-      '',
       `A separate process inserts one row per transaction (autocommit, \`synchronous=FULL\`, WAL) at ${w.rate}/s for ${w.seconds} s into a ${w.sizeMB} MB database, timing each INSERT including its commit. **db-sync**: \`db-sync run\` with \`DB_SYNC_INTERVAL=${w.interval}\`, so a snapshot + upload starts every ${w.interval} after the previous one ends; "during snapshots" is the inserts that overlapped a snapshot (backup copy + check + hash, from db-sync's log). **litestream**: \`litestream replicate\` after its first snapshot. Medians over ${w.scenarios['no sync'].runs.length} runs of each run's percentile (max: the median of each run's worst insert).`,
       '',
       '| scenario | inserts | p50 ms | p99 ms | p99.9 ms | max ms | p99 vs no sync | 1-min load per run | sync tool CPU s | sync tool peak RSS MB |',
@@ -319,9 +331,8 @@ function renderRun(r: Results): string {
     out.push('');
   }
   if (r.rollback) {
+    out.push('## 4b. Rollback-journal writer', '', ...sectionRunNote(r, 'rollback'));
     out.push(
-      '## 4b. Rollback-journal writer',
-      '',
       "Django's default database: `journal_mode=delete`. A separate process inserts one row per transaction (`synchronous=FULL`, Django's 5 s busy timeout) while the database is copied " +
         `${r.rollback.copies} times per run, a second apart. In rollback mode a reader's SHARED lock keeps writers from committing, so the figure is the app's worst single insert among those overlapping a copy. ` +
         '**backup API (db-sync before)**: a one-step backup-API copy, as db-sync snapshotted before (SHARED held for the whole copy). **db-sync upload**: the whole `db-sync upload` process (unlocked copy, short locked compare-and-fix pass, check, hash, upload). Scenarios alternate.',
