@@ -37,7 +37,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const USAGE = `usage: tsx bench/run.ts [--quick] [--sections ${SECTIONS.join(',')}] [--sizes 10,200,1000]
   [--runs N] [--runs-large N] [--writer-seconds S] [--writer-size MB] [--rollback-sizes 200,1000] [--rate N] [--idle-seconds S]
-  [--interval 5s] [--no-overlap] [--out DIR] [--keep-server] [--keep-work] [--param-sizes 200,1000]
+  [--interval 5s] [--no-overlap] [--out DIR] [--keep-server] [--keep-work] [--reuse-dbs] [--param-sizes 200,1000]
   [--network aws [--net-conn-mbps 85] [--net-latency-ms 50] [--net-total-mbps 300]]
                every tool talks to S3 through the network model (bench/lib/netmodel.ts); a full run
                writes bench/results-NAME.json and the side-by-side section of RESULTS.md
@@ -62,6 +62,7 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
       out: { type: 'string' },
       'keep-server': { type: 'boolean', default: false },
       'keep-work': { type: 'boolean', default: false },
+      'reuse-dbs': { type: 'boolean', default: false },
       render: { type: 'boolean', default: false },
       network: { type: 'string' },
       'net-conn-mbps': { type: 'string' },
@@ -122,6 +123,7 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
     killAfterDefaultS: quick ? 20 : 90,
     keepServer: values['keep-server'] ?? false,
     keepWork: values['keep-work'] ?? false,
+    reuseDbs: values['reuse-dbs'] ?? false,
     network,
     companion: values.network === LOOPBACK,
     paramSizes: values['param-sizes']
