@@ -26,6 +26,7 @@ import { startIdle, type IdleRun } from './sections/idle.js';
 import { transferParams } from './sections/params.js';
 import { dataAtRisk } from './sections/risk.js';
 import { restoreSize, uploadSize, type SizeResult } from './sections/transfer.js';
+import { rollbackWriter } from './sections/rollback-writer.js';
 import { writerImpact } from './sections/writer-impact.js';
 
 /** `--network loopback`: the loopback companion run of a modelled one (see {@link renderResults}). */
@@ -35,8 +36,8 @@ const LOOPBACK = 'loopback';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const USAGE = `usage: tsx bench/run.ts [--quick] [--sections ${SECTIONS.join(',')}] [--sizes 10,200,1000]
-  [--runs N] [--runs-large N] [--writer-seconds S] [--writer-size MB] [--rate N] [--idle-seconds S]
-  [--interval 5s] [--no-overlap] [--out DIR] [--keep-server] [--keep-work] [--param-sizes 200,1000]
+  [--runs N] [--runs-large N] [--writer-seconds S] [--writer-size MB] [--rollback-sizes 200,1000] [--rate N] [--idle-seconds S]
+  [--interval 5s] [--no-overlap] [--out DIR] [--keep-server] [--keep-work] [--reuse-dbs] [--param-sizes 200,1000]
   [--network aws [--net-conn-mbps 85] [--net-latency-ms 50] [--net-total-mbps 300]]
                every tool talks to S3 through the network model (bench/lib/netmodel.ts); a full run
                writes bench/results-NAME.json and the side-by-side section of RESULTS.md
@@ -53,6 +54,7 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
       'runs-large': { type: 'string' },
       'writer-seconds': { type: 'string' },
       'writer-size': { type: 'string' },
+      'rollback-sizes': { type: 'string' },
       rate: { type: 'string' },
       'idle-seconds': { type: 'string' },
       interval: { type: 'string' },
@@ -60,6 +62,7 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
       out: { type: 'string' },
       'keep-server': { type: 'boolean', default: false },
       'keep-work': { type: 'boolean', default: false },
+      'reuse-dbs': { type: 'boolean', default: false },
       render: { type: 'boolean', default: false },
       network: { type: 'string' },
       'net-conn-mbps': { type: 'string' },
@@ -104,6 +107,11 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
     runs: num(values.runs, quick ? 1 : 3, 'runs'),
     runsLarge: num(values['runs-large'], quick ? 1 : 2, 'runs-large'),
     writerSizeMB: num(values['writer-size'], quick ? 10 : 200, 'writer-size'),
+    rollbackSizes: values['rollback-sizes']
+      ? values['rollback-sizes'].split(',').map((s) => num(s.trim(), 0, 'rollback-sizes'))
+      : quick
+        ? [10]
+        : [200, 1000],
     writerSeconds: num(values['writer-seconds'], quick ? 10 : 40, 'writer-seconds'),
     rate: num(values.rate, 200, 'rate'),
     idleSeconds: num(values['idle-seconds'], quick ? 120 : 600, 'idle-seconds'),
@@ -115,6 +123,7 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
     killAfterDefaultS: quick ? 20 : 90,
     keepServer: values['keep-server'] ?? false,
     keepWork: values['keep-work'] ?? false,
+    reuseDbs: values['reuse-dbs'] ?? false,
     network,
     companion: values.network === LOOPBACK,
     paramSizes: values['param-sizes']
@@ -141,7 +150,7 @@ function preflight(opts: Options, work: string): void {
   }
   const st = statfsSync(work);
   const freeMB = (st.bavail * st.bsize) / 1e6;
-  const largest = Math.max(...opts.sizes, opts.writerSizeMB);
+  const largest = Math.max(...opts.sizes, opts.writerSizeMB, ...(opts.sections.includes('rollback') ? opts.rollbackSizes : []));
   // Pristine copies of every size, a live copy per tool, a snapshot/backup temp, three restored copies.
   const needMB = opts.sizes.reduce((a, b) => a + b, 0) + largest * 7 + 1000;
   if (freeMB < needMB) throw new Error(`${work}: ${Math.round(freeMB)} MB free, the run needs about ${Math.round(needMB)} MB`);
@@ -229,6 +238,11 @@ async function main(): Promise<void> {
       if (!fresh) await restart(ctx);
       fresh = false;
       await attempt('writer', async () => void (results.writer = await writerImpact(ctx)));
+    }
+    if (has('rollback')) {
+      if (!fresh) await restart(ctx);
+      fresh = false;
+      await attempt('rollback', async () => void (results.rollback = await rollbackWriter(ctx)));
     }
     if (has('idle') || has('risk')) {
       if (!fresh) await restart(ctx);

@@ -2,7 +2,7 @@
  * The "app": a separate process inserting Django-style rows into the benchmark database at a steady rate
  * (one INSERT per transaction, autocommit, as a web request would), timing each one.
  *
- *   node --import tsx bench/writer.ts --db PATH --rate 200 [--seconds 20] --out result.json
+ *   node --import tsx bench/writer.ts --db PATH --rate 200 [--seconds 20] [--journal wal|delete] [--synchronous FULL] --out result.json
  *
  * Runs until --seconds pass or SIGTERM, then writes JSON: per insert its latency (statement incl. commit),
  * its lag behind the schedule, its row id and when it committed (epoch ms), so a caller can tell exactly
@@ -29,6 +29,9 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '0' },
     out: { type: 'string' },
     seed: { type: 'string', default: '7' },
+    // WAL, or a rollback journal (`delete`, Django's default when nobody sets journal_mode).
+    journal: { type: 'string', default: 'wal' },
+    synchronous: { type: 'string' },
   },
 });
 if (!values.db || !values.out) throw new Error('usage: writer.ts --db PATH --rate N [--seconds S] --out FILE');
@@ -36,8 +39,11 @@ const out = values.out;
 const rate = Number(values.rate);
 const seconds = Number(values.seconds);
 
-const db = openAppDb(values.db);
+const db = openAppDb(values.db, values.journal);
 db.pragma('busy_timeout = 5000'); // Django's default "timeout" of 5 s
+// Python's sqlite3 (Django) runs with the system SQLite's default, FULL, which fsyncs the WAL on every commit;
+// better-sqlite3's build defaults to NORMAL in WAL mode (no fsync per commit). --synchronous FULL says it.
+if (values.synchronous) db.pragma(`synchronous = ${values.synchronous}`);
 const insert = db.prepare(INSERT_SQL);
 const rows = rowFactory(Number(values.seed));
 const now = (): number => performance.timeOrigin + performance.now();

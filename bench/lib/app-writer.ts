@@ -20,12 +20,19 @@ export interface AppWriter {
  * Start the writer on `dbPath` at `rate` inserts a second for `seconds` (0: until stopped).
  * Resolves once it is about to insert its first row.
  */
-export async function startWriter(dbPath: string, rate: number, seconds: number, out: string, logFile: string): Promise<AppWriter> {
+export async function startWriter(
+  dbPath: string,
+  rate: number,
+  seconds: number,
+  out: string,
+  logFile: string,
+  extraArgs: readonly string[] = [],
+): Promise<AppWriter> {
   rmSync(out, { force: true });
   const log = createWriteStream(logFile, { flags: 'a' });
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', WRITER, '--db', dbPath, '--rate', String(rate), '--seconds', String(seconds), '--out', out],
+    ['--import', 'tsx', WRITER, '--db', dbPath, '--rate', String(rate), '--seconds', String(seconds), '--out', out, ...extraArgs],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   child.stderr.pipe(log);

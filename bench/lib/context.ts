@@ -7,8 +7,8 @@ import { generateDatabase, INSERT_SQL, openAppDb, rowFactory, TABLE } from './db
 import type { NetworkModel, NetworkProxy } from './netmodel.js';
 import { client, startServer, stopServer, type ServerInfo, type ServerSettings } from './s3.js';
 
-export type Section = 'upload' | 'restore' | 'writer' | 'idle' | 'risk' | 'params';
-export const SECTIONS: readonly Section[] = ['upload', 'restore', 'writer', 'idle', 'risk', 'params'];
+export type Section = 'upload' | 'restore' | 'writer' | 'rollback' | 'idle' | 'risk' | 'params';
+export const SECTIONS: readonly Section[] = ['upload', 'restore', 'writer', 'rollback', 'idle', 'risk', 'params'];
 
 export interface Options {
   readonly quick: boolean;
@@ -19,6 +19,8 @@ export interface Options {
   /** Runs for sizes of 1000 MB and more. */
   readonly runsLarge: number;
   readonly writerSizeMB: number;
+  /** Database sizes (MB) of the rollback-journal writer section. */
+  readonly rollbackSizes: readonly number[];
   readonly writerSeconds: number;
   /** Writer inserts per second (writer impact and data at risk). */
   readonly rate: number;
@@ -35,6 +37,8 @@ export interface Options {
   readonly killAfterDefaultS: number;
   readonly keepServer: boolean;
   readonly keepWork: boolean;
+  /** Reuse pristine databases an earlier `--keep-work` run left in the work dir (same seed, same rows). */
+  readonly reuseDbs?: boolean;
   /** The network model every tool talks to the server through (`--network`); none: plain loopback. */
   readonly network?: NetworkModel | undefined;
   /** `--network loopback`: no model; results go to results-loopback.json, the loopback side of the side-by-side tables. */
@@ -106,6 +110,15 @@ export function createContext(opts: Options, work: string, server: ServerSetting
       const known = dbs.get(sizeMB);
       if (known) return known;
       const path = join(work, `pristine-${sizeMB}mb.sqlite3`);
+      if (opts.reuseDbs && existsSync(path)) {
+        const db = new Database(path, { readonly: true, fileMustExist: true });
+        const rows = Number(db.prepare(`SELECT count(*) FROM "${TABLE}"`).pluck().get());
+        db.close();
+        const reused = { path, rows, sizeBytes: statSync(path).size };
+        ctx.log(`reusing ${path}: ${rows} rows`);
+        dbs.set(sizeMB, reused);
+        return reused;
+      }
       removeDb(path);
       const t = performance.now();
       const made = generateDatabase(path, sizeMB * 1e6);

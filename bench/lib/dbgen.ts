@@ -81,10 +81,10 @@ export function rowFactory(seed: number, startMs = Date.UTC(2024, 0, 1)): { next
   };
 }
 
-/** Open (or create) a benchmark database the way a Django app would: WAL, default synchronous. */
-export function openAppDb(path: string): Database.Database {
+/** Open (or create) a benchmark database the way a Django app would: WAL (or `journalMode`), default synchronous. */
+export function openAppDb(path: string, journalMode = 'wal'): Database.Database {
   const db = new Database(path, { timeout: 10_000 });
-  db.pragma('journal_mode = WAL');
+  db.pragma(`journal_mode = ${journalMode}`);
   db.exec(SCHEMA);
   return db;
 }

@@ -3,6 +3,7 @@ import type { IdleResult } from '../sections/idle.js';
 import { networkBoundS, RANGE_BYTES, type DownloadRow, type ParamsResult, type UploadRow } from '../sections/params.js';
 import type { RiskResult } from '../sections/risk.js';
 import type { SizeResult, TransferResult, ToolResult } from '../sections/transfer.js';
+import type { RollbackWriterResult } from '../sections/rollback-writer.js';
 import type { WriterImpactResult } from '../sections/writer-impact.js';
 import type { Machine, Versions } from './machine.js';
 import { BYTES_PER_MB, describeModel, type NetworkModel } from './netmodel.js';
@@ -25,6 +26,9 @@ export interface Results {
   readonly load: LoadInfo;
   readonly sizes: Record<string, SizeResult>;
   writer?: WriterImpactResult;
+  rollback?: RollbackWriterResult;
+  /** Sections measured by a later, narrower run and merged in (`writer`, `rollback`): that run's command, date and load. */
+  sectionRuns?: Record<string, { readonly date: string; readonly command: string; readonly load: LoadInfo }>;
   idle?: IdleResult;
   risk?: RiskResult;
   params?: ParamsResult;
@@ -39,6 +43,17 @@ export interface Target {
   readonly measured: string;
   readonly met: boolean | null;
   readonly limits: string;
+}
+
+/** A line saying which run measured `section`, when it was merged in from a narrower run than the rest. */
+function sectionRunNote(r: Results, section: string): string[] {
+  const run = r.sectionRuns?.[section];
+  if (!run) return [];
+  const l = run.load;
+  return [
+    `Measured by a separate run: \`${run.command}\` on ${run.date}; 1-min load before ${l.before[0]}, during ${l.during.min}-${l.during.max} (median ${l.during.median}), after ${l.after[0]}.`,
+    '',
+  ];
 }
 
 const f = (n: number | undefined, digits = 2): string => (n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(digits));
@@ -117,20 +132,42 @@ export function evaluateTargets(r: Results): Target[] {
   if (r.writer) {
     const w = r.writer;
     const base = w.scenarios['no sync'].median.p99;
-    const during = w.scenarios['db-sync'].duringSnapshot?.median.p99 ?? Number.NaN;
+    const litestream = w.scenarios.litestream.median.p99;
+    const dbSync = w.scenarios['db-sync'];
+    const during = dbSync.duringSnapshot?.median.p99 ?? Number.NaN;
+    const worst = Math.max(...dbSync.runs.map((x) => x.max));
+    const loads = Object.values(w.scenarios).flatMap((x) => x.load ?? []);
     targets.push({
-      name: 'Writer p99 during db-sync snapshots',
-      target: 'within 2x of the no-sync p99',
-      measured: `${f(during)} ms vs ${f(base)} ms no sync (x${f(during / base)}); all inserts x${f(w.p99Ratios['db-sync (all inserts)'])}; Litestream x${f(w.p99Ratios.litestream)}`,
-      met: during <= 2 * base,
+      name: 'Writer p99 during db-sync snapshots (WAL)',
+      target: 'within 2x of no sync and 1.5x of Litestream (same run); worst single commit under 100 ms',
+      measured:
+        `${f(during)} ms vs ${f(base)} ms no sync (x${f(during / base)}) and ${f(litestream)} ms Litestream (x${f(during / litestream)}); ` +
+        `all inserts x${f(w.p99Ratios['db-sync (all inserts)'])}; worst commit ${f(worst, 1)} ms; load ${f(Math.min(...loads), 1)}-${f(Math.max(...loads), 1)}`,
+      met: during <= 2 * base && during <= 1.5 * litestream && worst < 100,
       limits:
-        'WAL mode: the backup never blocks the writer on a lock. What remains is I/O and CPU: SQLite commits the backup destination with ' +
-        'synchronous=FULL, and that fsync forces writeback of the whole snapshot; on ext4 (data=ordered) the app’s next WAL fsync waits ' +
-        'behind it (the max column: one commit of a few hundred ms per snapshot at 200 MB; the same with a plain 200 MB write + fsync, none ' +
-        'without the fsync). The rest is CPU contention on 2 vCPUs (copy, quick_check, sha256, upload, the S3 server), so the p99 ratio ' +
-        `depends on load: x${f(during / base)} in this run (median 1-min load ${f(r.load.during.median)}), x4.77 in the run of ` +
-        '2026-11-23T12:58Z, shared with other test suites (median load 2.28)',
+        'WAL mode: the backup never blocks the writer on a lock. What it costs the app is I/O and CPU. I/O: the copy is a backup in ' +
+        '8 MiB steps inside one held read transaction, flushed after each step, so the kernel writes it back in small pieces; before, the ' +
+        "destination's single fsync at the end forced the whole snapshot out at once, and the app's WAL fsync queued behind it on ext4 " +
+        '(one commit of a few hundred ms per snapshot). CPU: the copy, quick_check, sha256 and the upload share 2 vCPUs with the app; ' +
+        'the copy and check threads run at nice 10. On a shared, loaded machine the no-sync p99 itself is noise-dominated, so the ratio ' +
+        `moves with the load (median 1-min load in this run ${f(r.load.during.median)})`,
     });
+  }
+  if (r.rollback) {
+    for (const size of r.rollback.sizes) {
+      const before = size.scenarios['backup API (db-sync before)'];
+      const now = size.scenarios['db-sync upload'];
+      targets.push({
+        name: `Rollback-journal writer, worst wait during a snapshot (${size.sizeMB} MB)`,
+        target: 'at most 1 s',
+        measured: `${f(now.worstMs, 0)} ms (worst of all runs ${f(now.worstOfAllMs, 0)} ms); backup-API copy (before) ${f(before.worstMs, 0)} ms; load ${now.load.join(', ')}`,
+        met: now.worstOfAllMs <= 1000,
+        limits:
+          'the file is copied without a lock; then, holding SHARED, db-sync reads the database and its copy side by side and rewrites ' +
+          'the chunks that differ. Writers wait only for that pass: reading the database twice from the page cache (about 0.3-1 s per GB ' +
+          'depending on load), plus up to 100 ms of their busy handler’s back-off',
+      });
+    }
   }
   const idle = r.idle?.scenarios['db-sync, idle'];
   if (idle) {
@@ -256,29 +293,30 @@ function renderRun(r: Results): string {
   }
   if (r.writer) {
     const w = r.writer;
+    out.push('## 4. Writer impact', '', ...sectionRunNote(r, 'writer'));
     out.push(
-      '## 4. Writer impact',
+      `A separate process inserts one row per transaction (autocommit, \`synchronous=FULL\`, WAL) at ${w.rate}/s for ${w.seconds} s into a ${w.sizeMB} MB database, timing each INSERT including its commit. **db-sync**: \`db-sync run\` with \`DB_SYNC_INTERVAL=${w.interval}\`, so a snapshot + upload starts every ${w.interval} after the previous one ends; "during snapshots" is the inserts that overlapped a snapshot (backup copy + check + hash, from db-sync's log). **litestream**: \`litestream replicate\` after its first snapshot. Medians over ${w.scenarios['no sync'].runs.length} runs of each run's percentile (max: the median of each run's worst insert).`,
       '',
-      `A separate process inserts one row per transaction (autocommit, \`synchronous=FULL\`, WAL) at ${w.rate}/s for ${w.seconds} s into a ${w.sizeMB} MB database, timing each INSERT including its commit. **db-sync**: \`db-sync run\` with \`DB_SYNC_INTERVAL=${w.interval}\`, so a snapshot + upload starts every ${w.interval} after the previous one ends; "during snapshots" is the inserts that overlapped a snapshot (backup copy + check + hash, from db-sync's log). **litestream**: \`litestream replicate\` after its first snapshot. Medians over ${w.scenarios['no sync'].runs.length} runs of each run's percentile.`,
-      '',
-      '| scenario | inserts | p50 ms | p99 ms | max ms | p99 vs no sync | sync tool CPU s | sync tool peak RSS MB |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|',
+      '| scenario | inserts | p50 ms | p99 ms | p99.9 ms | max ms | p99 vs no sync | 1-min load per run | sync tool CPU s | sync tool peak RSS MB |',
+      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|',
     );
     const base = w.scenarios['no sync'].median.p99;
     const row = (
       label: string,
-      l: { count: number; p50: number; p99: number; max: number },
+      l: { count: number; p50: number; p99: number; p999?: number; max: number },
+      load: readonly number[] | undefined,
       usage?: Array<{ cpuS: number; maxRssMB: number }>,
     ): string => {
       const cpu = usage?.length ? f(usage.map((u) => u.cpuS).sort((a, b) => a - b)[Math.floor(usage.length / 2)]) : '';
       const rss = usage?.length ? f(Math.max(...usage.map((u) => u.maxRssMB)), 0) : '';
-      return `| ${label} | ${l.count} | ${f(l.p50)} | ${f(l.p99)} | ${f(l.max, 1)} | x${f(l.p99 / base)} | ${cpu} | ${rss} |`;
+      return `| ${label} | ${l.count} | ${f(l.p50)} | ${f(l.p99)} | ${f(l.p999)} | ${f(l.max, 1)} | x${f(l.p99 / base)} | ${(load ?? []).join(', ')} | ${cpu} | ${rss} |`;
     };
-    out.push(row('no sync', w.scenarios['no sync'].median));
-    out.push(row(`db-sync run (${w.interval}), all inserts`, w.scenarios['db-sync'].median, w.scenarios['db-sync'].usage));
-    const during = w.scenarios['db-sync'].duringSnapshot;
-    if (during) out.push(row('db-sync run, inserts during snapshots', during.median));
-    out.push(row('litestream replicate', w.scenarios.litestream.median, w.scenarios.litestream.usage));
+    out.push(row('no sync', w.scenarios['no sync'].median, w.scenarios['no sync'].load));
+    const dbSync = w.scenarios['db-sync'];
+    out.push(row(`db-sync run (${w.interval}), all inserts`, dbSync.median, dbSync.load, dbSync.usage));
+    const during = dbSync.duringSnapshot;
+    if (during) out.push(row('db-sync run, inserts during snapshots', during.median, dbSync.load));
+    out.push(row('litestream replicate', w.scenarios.litestream.median, w.scenarios.litestream.load, w.scenarios.litestream.usage));
     const snaps = w.scenarios['db-sync'].snapshots;
     if (snaps) {
       out.push(
@@ -289,6 +327,25 @@ function renderRun(r: Results): string {
           .map(([k, s]) => `${k} ${s.errors.reduce((a, b) => a + b, 0)}`)
           .join(', ')}.`,
       );
+    }
+    out.push('');
+  }
+  if (r.rollback) {
+    out.push('## 4b. Rollback-journal writer', '', ...sectionRunNote(r, 'rollback'));
+    out.push(
+      "Django's default database: `journal_mode=delete`. A separate process inserts one row per transaction (`synchronous=FULL`, Django's 5 s busy timeout) while the database is copied " +
+        `${r.rollback.copies} times per run, a second apart. In rollback mode a reader's SHARED lock keeps writers from committing, so the figure is the app's worst single insert among those overlapping a copy. ` +
+        '**backup API (db-sync before)**: a one-step backup-API copy, as db-sync snapshotted before (SHARED held for the whole copy). **db-sync upload**: the whole `db-sync upload` process (unlocked copy, short locked compare-and-fix pass, check, hash, upload). Scenarios alternate.',
+      '',
+      '| size | scenario | inserts during copies (per run) | p99 ms (per run) | worst ms (median of runs) | worst of all runs ms | copy s | failed inserts | 1-min load per run |',
+      '|---:|---|---|---|---:|---:|---:|---:|---|',
+    );
+    for (const size of r.rollback.sizes) {
+      for (const [name, sc] of Object.entries(size.scenarios)) {
+        out.push(
+          `| ${size.sizeMB} MB | ${name} | ${sc.runs.map((x) => x.count).join(', ')} | ${sc.runs.map((x) => f(x.p99, 1)).join(', ')} | ${f(sc.worstMs, 0)} | ${f(sc.worstOfAllMs, 0)} | ${f(sc.copyS)} | ${sc.errors.reduce((a, b) => a + b, 0)} | ${sc.load.join(', ')} |`,
+        );
+      }
     }
     out.push('');
   }

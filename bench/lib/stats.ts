@@ -18,6 +18,7 @@ export interface LatencySummary {
   readonly count: number;
   readonly p50: number;
   readonly p99: number;
+  readonly p999: number;
   readonly max: number;
   readonly mean: number;
 }
@@ -29,6 +30,7 @@ export function summarize(values: readonly number[]): LatencySummary {
     count: s.length,
     p50: percentile(s, 50),
     p99: percentile(s, 99),
+    p999: percentile(s, 99.9),
     max: s.length ? (s[s.length - 1] as number) : Number.NaN,
     mean: s.length ? sum / s.length : Number.NaN,
   };

@@ -7,6 +7,7 @@
  * For db-sync it also reports the inserts that overlapped a snapshot (the backup-API copy + check + hash,
  * from its "snapshot uploaded" log lines), the case the target is about.
  */
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startWriter, type WriterResult } from '../lib/app-writer.js';
@@ -24,6 +25,7 @@ export interface LatencyMedians {
   readonly count: number;
   readonly p50: number;
   readonly p99: number;
+  readonly p999: number;
   readonly max: number;
 }
 
@@ -39,6 +41,8 @@ export interface ScenarioResult {
   readonly errors: number[];
   /** The sync tool's process usage (whole run incl. its start and stop), per run. */
   readonly usage?: Usage[];
+  /** 1-minute load average when each run started. */
+  readonly load: number[];
 }
 
 export interface WriterImpactResult {
@@ -56,6 +60,7 @@ function medians(runs: readonly LatencySummary[]): LatencyMedians {
     count: round(median(runs.map((r) => r.count)), 0),
     p50: round(median(runs.map((r) => r.p50)), 3),
     p99: round(median(runs.map((r) => r.p99)), 3),
+    p999: round(median(runs.map((r) => r.p999)), 3),
     max: round(median(runs.map((r) => r.max)), 3),
   };
 }
@@ -81,11 +86,13 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
   const pristine = ctx.database(sizeMB);
   const bucket = `writer-${Date.now().toString(36)}`;
   await createBucket(ctx.s3, bucket);
-  const acc: Record<WriterScenario, { runs: LatencySummary[]; during: LatencySummary[]; errors: number[]; usage: Usage[] }> = {
-    'no sync': { runs: [], during: [], errors: [], usage: [] },
-    'db-sync': { runs: [], during: [], errors: [], usage: [] },
-    litestream: { runs: [], during: [], errors: [], usage: [] },
+  type Acc = { runs: LatencySummary[]; during: LatencySummary[]; errors: number[]; usage: Usage[]; load: number[] };
+  const acc: Record<WriterScenario, Acc> = {
+    'no sync': { runs: [], during: [], errors: [], usage: [], load: [] },
+    'db-sync': { runs: [], during: [], errors: [], usage: [], load: [] },
+    litestream: { runs: [], during: [], errors: [], usage: [], load: [] },
   };
+  const synchronousFull = ['--synchronous', 'FULL'];
   const snapshotCounts: number[] = [];
   const snapshotS: number[] = [];
   const uploadS: number[] = [];
@@ -98,15 +105,16 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
       const log = join(ctx.logs, `writer-${tag}.log`);
       const out = join(ctx.work, `writer-${tag}.json`);
       let result: WriterResult;
+      acc[scenario].load.push(round(loadavg()[0] ?? 0, 2));
       if (scenario === 'no sync') {
-        result = await (await startWriter(dbPath, rate, seconds, out, log)).done;
+        result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
       } else if (scenario === 'db-sync') {
         const target = { bucket, key: `writer/r${r}.sqlite3`, dbPath, interval };
         await dbsync.upload(ctx.info, target, log); // start in sync: the daemon's first tick comes one interval later
         const daemon = await dbsync.startDaemon(ctx.info, target, log);
         try {
           await daemon.ready;
-          result = await (await startWriter(dbPath, rate, seconds, out, log)).done;
+          result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
         } finally {
           acc[scenario].usage.push(await stopMeasured(daemon.proc));
         }
@@ -135,7 +143,7 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
         try {
           await waitForSnapshot(ctx.s3, bucket, path, 120_000);
           await sleep(1_000);
-          result = await (await startWriter(dbPath, rate, seconds, out, log)).done;
+          result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
         } finally {
           acc[scenario].usage.push(await stopMeasured(proc));
         }
@@ -144,7 +152,8 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
       acc[scenario].runs.push(s);
       acc[scenario].errors.push(result.errors);
       ctx.log(
-        `writer run ${r + 1}/${runs} ${scenario}: ${s.count} inserts, p50 ${s.p50.toFixed(2)} ms, p99 ${s.p99.toFixed(2)} ms, max ${s.max.toFixed(1)} ms` +
+        `writer run ${r + 1}/${runs} ${scenario}: ${s.count} inserts, p50 ${s.p50.toFixed(2)} ms, p99 ${s.p99.toFixed(2)} ms, ` +
+          `p99.9 ${s.p999.toFixed(2)} ms, max ${s.max.toFixed(1)} ms, load ${acc[scenario].load.at(-1)}` +
           (result.errors ? `, ${result.errors} errors` : ''),
       );
     }
@@ -156,6 +165,7 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
       runs: a.runs,
       median: medians(a.runs),
       errors: a.errors,
+      load: a.load,
       ...(a.usage.length ? { usage: a.usage } : {}),
       ...(scenario === 'db-sync'
         ? {

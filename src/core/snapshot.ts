@@ -1,11 +1,13 @@
 /**
- * Consistent snapshots of a live database through SQLite's online backup API.
+ * Consistent snapshots of a live database, byte for byte what SQLite's online backup API would produce.
  *
- * The copy is taken by a second connection on a worker thread, all pages in one step, into a temp file
+ * The copy is taken by a second connection on a worker thread (at a lower CPU priority) into a temp file
  * beside the database. The result is a self-contained SQLite file (the WAL's committed frames included)
  * that passed the configured integrity check, with its sha256 and size. Readers and writers of the live
- * database keep going: in WAL mode the backup's read transaction blocks nobody; in rollback-journal mode
- * writers wait for the copy (it takes about a second per few hundred MB).
+ * database keep going: in WAL mode the backup (in steps inside one read transaction) blocks nobody; in
+ * rollback-journal mode the file is copied without a lock and writers wait only for a short locked pass that
+ * brings the copy up to date (see sqlite-worker.ts). The temp file needs no durability (it is uploaded and
+ * deleted, never the durable copy): in WAL mode its writeback is spread over the copy, in rollback mode it is not synced.
  */
 import { stat } from 'node:fs/promises';
 import type { IntegrityCheck } from '../config.js';
@@ -13,7 +15,7 @@ import { DbSyncError, isAbort, wrapError } from '../errors.js';
 import { removeQuietly, tempPathBeside } from '../fs-atomic.js';
 import { sha256File } from './hash.js';
 import { bothSettled } from './settle.js';
-import { BUSY_TIMEOUT_MS, runSqliteTask } from './sqlite-worker.js';
+import { BUSY_TIMEOUT_MS, runSqliteTask, SNAPSHOT_NICENESS } from './sqlite-worker.js';
 
 export interface Snapshot {
   /** Temp file holding the snapshot. The caller owns it and must {@link discardSnapshot} it. */
@@ -62,7 +64,7 @@ export async function takeSnapshot(dbPath: string, options: SnapshotOptions): Pr
     );
     // Check and hash at once: the check runs on a worker thread, the hash on this one (about 0.7 s at 1 GB saved).
     const [check, sha256] = await bothSettled(
-      runSqliteTask({ op: 'check', path: destination, check: options.check }, options.signal),
+      runSqliteTask({ op: 'check', path: destination, check: options.check, niceness: SNAPSHOT_NICENESS }, options.signal),
       sha256File(destination, options.signal),
     );
     if (!check.ok) {

@@ -19,8 +19,27 @@ const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
 /** How long a snapshot waits on a locked database before giving up (an app's write lock, a checkpoint). */
 export const BUSY_TIMEOUT_MS = 30_000;
 
-export type WorkerTask =
-  { op: 'snapshot'; source: string; destination: string; busyTimeoutMs: number } | { op: 'check'; path: string; check: IntegrityCheck };
+/** WAL snapshots copy this much per backup step, then flush it, so the copy's writeback comes in small pieces. */
+export const SNAPSHOT_STEP_BYTES = 8 * 1024 * 1024;
+/** Rollback-journal snapshots read, compare and write the database in chunks of this size. */
+export const SNAPSHOT_CHUNK_BYTES = 4 * 1024 * 1024;
+/** Nice value of a snapshot's copy and check threads (Linux), so the app's threads win the cores meanwhile. */
+export const SNAPSHOT_NICENESS = 10;
+
+export interface SnapshotTask {
+  op: 'snapshot';
+  source: string;
+  destination: string;
+  busyTimeoutMs: number;
+  /** Default {@link SNAPSHOT_STEP_BYTES}. */
+  stepBytes?: number;
+  /** Default {@link SNAPSHOT_CHUNK_BYTES}. */
+  chunkBytes?: number;
+  /** Nice value for the copying thread, default {@link SNAPSHOT_NICENESS}; 0 keeps the normal priority. */
+  niceness?: number;
+}
+
+export type WorkerTask = SnapshotTask | { op: 'check'; path: string; check: IntegrityCheck; niceness?: number };
 
 export interface CheckResult {
   /** `true` when the file is SQLite and the check found nothing. */
@@ -34,6 +53,10 @@ export interface CheckResult {
 export interface SnapshotWorkerResult {
   /** Journal mode of the source database (`wal`, `delete`, ...). */
   readonly sourceJournalMode: string;
+  /** Rollback-journal mode: how long the copy held the SHARED lock (writers wait meanwhile), in ms. */
+  readonly sharedLockMs?: number;
+  /** Rollback-journal mode: bytes the locked pass rewrote (written by the app during the unlocked copy). */
+  readonly rewrittenBytes?: number;
 }
 
 /**
@@ -48,6 +71,7 @@ const WORKER_SOURCE = String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driverPath);
 const fs = require('node:fs');
+const os = require('node:os');
 
 const CONTENT_ERRORS = ${JSON.stringify(CONTENT_ERROR_CODES)};
 function isContentError(code) {
@@ -100,22 +124,159 @@ async function snapshot(task) {
 async function snapshotWith(task, readonly) {
   const source = new Database(task.source, { fileMustExist: true, timeout: task.busyTimeoutMs, readonly });
   let sourceJournalMode;
+  let rollback = {};
   try {
     sourceJournalMode = String(source.pragma('journal_mode', { simple: true }));
-    // Copy every page in one step. With the default 100 pages per step, a write from another connection
-    // between steps restarts the backup; under steady writes it never finishes (measured: 31,649 restarts).
     // Create the copy owner-only (0600) before SQLite would create it 0644: it holds the whole database.
     // SQLite keeps an existing file's mode, and gives its -wal/-journal the same.
     fs.closeSync(fs.openSync(task.destination, 'wx', 0o600));
-    await source.backup(task.destination, { progress: () => 0x7fffffff });
+    if (sourceJournalMode === 'wal') await walCopy(source, task);
+    else rollback = await rollbackCopy(source, task);
   } finally {
     source.close();
   }
-  return { sourceJournalMode };
+  return { sourceJournalMode, ...rollback };
+}
+
+// Lower this thread's CPU priority (Linux: setpriority on the thread id), so that the app's threads win the
+// cores while a snapshot copies and checks. Node exposes no worker thread id; /proc/thread-self names it.
+function lowerThreadPriority(niceness) {
+  if (!niceness) return;
+  try {
+    const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+    os.setPriority(tid, niceness);
+  } catch {
+    // Not Linux, or not allowed: the copy runs at normal priority, as before.
+  }
+}
+
+// WAL mode: the backup API (it reads committed WAL frames), in steps of stepBytes, inside one read transaction
+// held by the source connection. Every step then reads that one snapshot, so a commit by another connection
+// between steps does not restart the copy (a backup restarts only when its source starts a new read; with the
+// default 100 pages per step and no held read it never finished under steady writes: 31,649 restarts). The
+// bytes equal a one-step backup's. After each step the pages SQLite has written so far are flushed, so the
+// kernel writes the copy back in small pieces instead of one database-sized burst at the final commit's fsync,
+// which the app's own WAL fsync would queue behind on ext4 (its journal commit waits for that data).
+async function walCopy(source, task) {
+  const pageSize = Number(source.pragma('page_size', { simple: true }));
+  const pagesPerStep = Math.max(1, Math.floor(task.stepBytes / pageSize));
+  source.exec('BEGIN');
+  try {
+    source.prepare('SELECT count(*) FROM sqlite_schema').get();
+    const fd = fs.openSync(task.destination, 'r');
+    try {
+      await source.backup(task.destination, {
+        progress: () => {
+          fs.fdatasyncSync(fd);
+          return pagesPerStep;
+        },
+      });
+    } finally {
+      fs.closeSync(fd);
+    }
+  } finally {
+    source.exec('COMMIT');
+  }
+}
+
+// The lock page (the one holding SQLite's PENDING_BYTE) is never written by SQLite, nor by the backup API.
+const PENDING_BYTE = 0x40000000;
+
+// Rollback-journal mode: readers hold the SHARED lock, and writers cannot commit while anyone holds it, so a
+// backup-API copy stalls the app for the whole copy (4.65 s at 1 GB). Instead: copy the file without any lock,
+// then take SHARED (a read transaction) and, under it, compare the file with the copy chunk by chunk and rewrite
+// the chunks that differ. While SHARED is held no writer can touch the file and no hot journal exists, so the
+// copy then equals the committed database, whatever the unlocked pass saw. Finally give the header the fields
+// the backup API writes into a new file, so the bytes equal a backup-API copy's.
+// Returns how long the SHARED lock was held (ms) and how many bytes the locked pass rewrote.
+async function rollbackCopy(source, task) {
+  copyUnlocked(task.source, task.destination, task.chunkBytes);
+  source.exec('BEGIN');
+  const locked = performance.now();
+  let pageCount;
+  let pageSize;
+  let sharedLockMs;
+  let rewrittenBytes;
+  try {
+    source.prepare('SELECT count(*) FROM sqlite_schema').get();
+    pageSize = Number(source.pragma('page_size', { simple: true }));
+    pageCount = Number(source.pragma('page_count', { simple: true }));
+    rewrittenBytes = await rewriteChanged(task.source, task.destination, pageCount * pageSize, task.chunkBytes);
+  } finally {
+    source.exec('COMMIT');
+    sharedLockMs = performance.now() - locked;
+  }
+  const version = String(source.prepare('SELECT sqlite_version() AS v').get().v).split('.').map(Number);
+  writeBackupHeader(task.destination, pageSize, pageCount, version[0] * 1000000 + version[1] * 1000 + (version[2] || 0));
+  return { sharedLockMs: Math.round(sharedLockMs), rewrittenBytes };
+}
+
+function copyUnlocked(from, to, chunkBytes) {
+  const buf = Buffer.allocUnsafe(chunkBytes);
+  const src = fs.openSync(from, 'r');
+  const dst = fs.openSync(to, 'r+');
+  try {
+    for (let off = 0; ; ) {
+      const n = fs.readSync(src, buf, 0, chunkBytes, off);
+      if (n === 0) break;
+      fs.writeSync(dst, buf, 0, n, off);
+      off += n;
+    }
+  } finally {
+    fs.closeSync(src);
+    fs.closeSync(dst);
+  }
+}
+
+// Make 'to' hold the first sizeBytes of 'from': reads both side by side, rewrites the chunks that differ.
+// Past the end of 'from' it reads zeros, as SQLite does for pages beyond a short file. Returns the bytes rewritten.
+async function rewriteChanged(from, to, sizeBytes, chunkBytes) {
+  const src = await fs.promises.open(from, 'r');
+  const dst = await fs.promises.open(to, 'r+');
+  try {
+    const a = Buffer.allocUnsafe(chunkBytes);
+    const b = Buffer.allocUnsafe(chunkBytes);
+    let rewritten = 0;
+    for (let off = 0; off < sizeBytes; off += chunkBytes) {
+      const len = Math.min(chunkBytes, sizeBytes - off);
+      const [ra, rb] = await Promise.all([src.read(a, 0, len, off), dst.read(b, 0, len, off)]);
+      if (ra.bytesRead < len) a.fill(0, ra.bytesRead, len);
+      if (rb.bytesRead < len || a.compare(b, 0, len, 0, len) !== 0) {
+        await dst.write(a, 0, len, off);
+        rewritten += len;
+      }
+    }
+    await dst.truncate(sizeBytes);
+    return rewritten;
+  } finally {
+    await src.close();
+    await dst.close();
+  }
+}
+
+// The header fields in which a backup-API copy into a new file differs from its source: the destination's
+// commit sets the file change counter (offset 24) and its version-valid-for (92) to 1, the schema cookie (40)
+// to 1, the page count (28) and the writing library's version (96). The lock page stays zeros.
+function writeBackupHeader(path, pageSize, pageCount, versionNumber) {
+  const fd = fs.openSync(path, 'r+');
+  try {
+    const header = Buffer.alloc(100);
+    fs.readSync(fd, header, 0, 100, 0);
+    header.writeUInt32BE(1, 24);
+    header.writeUInt32BE(pageCount, 28);
+    header.writeUInt32BE(1, 40);
+    header.writeUInt32BE(1, 92);
+    header.writeUInt32BE(versionNumber, 96);
+    fs.writeSync(fd, header, 0, 100, 0);
+    if (pageCount * pageSize > PENDING_BYTE) fs.writeSync(fd, Buffer.alloc(pageSize), 0, pageSize, PENDING_BYTE);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 (async () => {
   const task = workerData.task;
+  lowerThreadPriority(task.niceness);
   const result = task.op === 'snapshot' ? await snapshot(task) : check(task.path, task.check);
   parentPort.postMessage({ ok: true, result });
 })().catch((error) => {
@@ -165,7 +326,7 @@ type WorkerReply<T> = { ok: true; result: T } | { ok: false; error: { message: s
  * @throws AbortedError when `signal` fires (the worker is terminated); DbSyncError (`LocalDatabase`)
  *   when SQLite fails, e.g. the database is locked past the busy timeout or is not a database.
  */
-export function runSqliteTask(task: Extract<WorkerTask, { op: 'snapshot' }>, signal?: AbortSignal): Promise<SnapshotWorkerResult>;
+export function runSqliteTask(task: SnapshotTask, signal?: AbortSignal): Promise<SnapshotWorkerResult>;
 export function runSqliteTask(task: Extract<WorkerTask, { op: 'check' }>, signal?: AbortSignal): Promise<CheckResult>;
 export function runSqliteTask(task: WorkerTask, signal?: AbortSignal): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -173,7 +334,11 @@ export function runSqliteTask(task: WorkerTask, signal?: AbortSignal): Promise<u
       reject(new AbortedError(`${task.op} aborted`));
       return;
     }
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driverPath, task } });
+    const withDefaults =
+      task.op === 'snapshot'
+        ? { stepBytes: SNAPSHOT_STEP_BYTES, chunkBytes: SNAPSHOT_CHUNK_BYTES, niceness: SNAPSHOT_NICENESS, ...task }
+        : task;
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driverPath, task: withDefaults } });
     let settled = false;
     const finish = (fn: () => void): void => {
       if (settled) return;

@@ -248,8 +248,8 @@ export class SyncLoop {
     this.journalModeNoted = true;
     this.options.log.warn(
       { path: this.options.dbPath, journalMode },
-      "the database is in rollback-journal mode: each snapshot blocks the app's writes while it copies " +
-        '(about a second per few hundred MB); WAL mode avoids that: PRAGMA journal_mode=WAL',
+      "the database is in rollback-journal mode: each snapshot blocks the app's writes while it compares the " +
+        'database with its copy (a fraction of a second per GB); WAL mode avoids that: PRAGMA journal_mode=WAL',
     );
   }
 
