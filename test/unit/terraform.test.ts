@@ -742,7 +742,7 @@ describe('modules/iam-policy', () => {
       HeadObjectCommand: ['s3:GetObject', 's3:GetObjectVersion'],
       PutObjectCommand: ['s3:PutObject'],
       CopyObjectCommand: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject'],
-      // A copy larger than 5 GiB, part by part: read the source version, write the destination's parts.
+      // A copy larger than 5 GiB (a backup key), part by part: read the source version, write the destination's parts.
       UploadPartCopyCommand: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject'],
       DeleteObjectCommand: ['s3:DeleteObject'],
       AbortMultipartUploadCommand: ['s3:AbortMultipartUpload'],
@@ -755,8 +755,6 @@ describe('modules/iam-policy', () => {
       CreateMultipartUploadCommand: ['s3:PutObject'],
       UploadPartCommand: ['s3:PutObject'],
       CompleteMultipartUploadCommand: ['s3:PutObject'],
-      // S3Store.copy of an object over 5 GiB (a backup key): reads the source version, writes the backup.
-      UploadPartCopyCommand: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject'],
     };
     const srcDir = path.resolve(ROOT, '..', 'src');
     const sources = (dir: string): string[] =>
