@@ -57,7 +57,7 @@ export async function reconcileLocal(ctx: UploadContext, signal: AbortSignal, po
     const conflict = conflictKey(key, new Date());
     await withRetry(
       `upload ${conflict}`,
-      () => store.put(conflict, snapshot.path, { metadata: snapshotMetadata(snapshot, ctx.origin), signal }),
+      () => store.put(conflict, snapshot.path, { metadata: snapshotMetadata(snapshot, ctx.origin, ctx.check), signal }),
       { log, signal },
     );
     log.error(
