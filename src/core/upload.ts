@@ -28,6 +28,8 @@ export interface UploadOutcome {
   /** The new object, or undefined when its sha256 equalled `skipIfSha256` and nothing was sent. */
   readonly uploaded: ObjectInfo | undefined;
   readonly uploadMs: number;
+  /** How the bytes went: `delta` when unchanged blocks were copied from the previous version server-side. */
+  readonly transfer?: { readonly mode: 'delta' | 'full'; readonly sentBytes: number; readonly copiedBytes: number } | undefined;
 }
 
 /**
@@ -90,7 +92,8 @@ export async function snapshotAndUpload(
       },
       'snapshot uploaded',
     );
-    const outcome = { snapshot: summary, uploaded, uploadMs };
+    const transfer = { mode: result.mode, sentBytes: result.sentBytes, copiedBytes: result.copiedBytes };
+    const outcome = { snapshot: summary, uploaded, uploadMs, transfer };
     ctx.onOutcome?.(outcome);
     return outcome;
   } finally {

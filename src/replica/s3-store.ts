@@ -28,10 +28,10 @@ import {
   type S3ClientConfig,
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
-import { DbSyncError, toError, wrapError, AbortedError } from '../errors.js';
-import { baseMismatch, blockSizeFor, copiesNothing, DEFAULT_BLOCK_BYTES, digestFile, planParts } from './blocks.js';
+import { AbortedError, DbSyncError, toError, wrapError } from '../errors.js';
+import { baseMismatch, blockSizeFor, DEFAULT_BLOCK_BYTES } from './blocks.js';
 import { DEFAULT_DOWNLOAD_CONCURRENCY, downloadRanged } from './s3-download.js';
-import { ABORT_UPLOAD_TIMEOUT_MS, PartCopyRefusedError, putMultipart, putWhole, sendEverything, type UploadTarget } from './s3-upload.js';
+import { ABORT_UPLOAD_TIMEOUT_MS, PartCopyRefusedError, putMultipart, putWhole, type UploadTarget } from './s3-upload.js';
 import { isNotFound, toStorageError } from './s3-errors.js';
 import {
   PreconditionFailedError,
@@ -238,19 +238,23 @@ export class S3Store implements ReplicaStore, ConditionalStore {
         const info = await this.infoAfterWrite(key, versionId, options.signal);
         return { info, blocks: { blockSizeBytes, sizeBytes: size, digests: [digest] }, mode: 'full', sentBytes: size, copiedBytes: 0 };
       }
-      let fallbackReason: string | undefined;
-      if (options.base) {
-        const reason = await this.deltaRefusal(key, options.base, blockSizeBytes, options.signal);
-        if (reason === undefined) {
-          const delta = await this.putDelta(target, sourcePath, options.base, blockSizeBytes);
-          if ('info' in delta) return delta;
-          fallbackReason = delta.fallbackReason;
-        } else fallbackReason = reason;
+      let fallbackReason = options.base ? await this.deltaRefusal(key, options.base, blockSizeBytes, options.signal) : undefined;
+      if (options.base && fallbackReason === undefined) {
+        const copySource = `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}?versionId=${encodeURIComponent(options.base.versionId)}`;
+        try {
+          const out = await putMultipart(target, sourcePath, size, blockSizeBytes, { blocks: options.base.blocks, copySource });
+          const info = await this.infoAfterWrite(key, out.versionId, options.signal);
+          const mode = out.copiedBytes > 0 ? 'delta' : 'full';
+          return { info, blocks: out.blocks, mode, sentBytes: size - out.copiedBytes, copiedBytes: out.copiedBytes };
+        } catch (error) {
+          if (!(error instanceof PartCopyRefusedError)) throw error;
+          if (error.permanent) this.partCopyRefused = error.message;
+          fallbackReason = error.message;
+        }
       }
-      const digests: string[] = [];
-      const versionId = await putMultipart(target, sourcePath, sendEverything(size, blockSizeBytes), blockSizeBytes, digests);
-      const info = await this.infoAfterWrite(key, versionId, options.signal);
-      return { info, blocks: { blockSizeBytes, sizeBytes: size, digests }, mode: 'full', fallbackReason, sentBytes: size, copiedBytes: 0 };
+      const out = await putMultipart(target, sourcePath, size, blockSizeBytes);
+      const info = await this.infoAfterWrite(key, out.versionId, options.signal);
+      return { info, blocks: out.blocks, mode: 'full', fallbackReason, sentBytes: size, copiedBytes: 0 };
     } catch (error) {
       throw this.fail(error, 'upload', key);
     }
@@ -273,33 +277,6 @@ export class S3Store implements ReplicaStore, ConditionalStore {
     if (current.sizeBytes !== base.blocks.sizeBytes)
       return `${key} is ${current.sizeBytes} bytes, the recorded digests describe ${base.blocks.sizeBytes}`;
     return undefined;
-  }
-
-  /**
-   * Build the new object from `base`'s unchanged blocks plus the changed ones.
-   * @returns the result, or the reason to fall back to a full upload (nothing to copy, part copies refused).
-   */
-  private async putDelta(
-    target: UploadTarget,
-    sourcePath: string,
-    base: PutBase,
-    blockSizeBytes: number,
-  ): Promise<PutFromPreviousResult | { fallbackReason: string }> {
-    const blocks = await digestFile(sourcePath, blockSizeBytes, target.signal);
-    const parts = planParts(blocks, base.blocks);
-    if (copiesNothing(parts)) return { fallbackReason: 'every block changed' };
-    const source = `${this.bucket}/${target.key.split('/').map(encodeURIComponent).join('/')}?versionId=${encodeURIComponent(base.versionId)}`;
-    try {
-      const digests = [...blocks.digests];
-      const versionId = await putMultipart(target, sourcePath, parts, blockSizeBytes, digests, source);
-      const info = await this.infoAfterWrite(target.key, versionId, target.signal);
-      const copiedBytes = parts.filter((p) => p.source === 'copy').reduce((sum, p) => sum + p.end - p.start, 0);
-      return { info, blocks, mode: 'delta', sentBytes: blocks.sizeBytes - copiedBytes, copiedBytes };
-    } catch (error) {
-      if (!(error instanceof PartCopyRefusedError)) throw error;
-      if (error.permanent) this.partCopyRefused = error.message;
-      return { fallbackReason: error.message };
-    }
   }
 
   /** The info of a version just written: CompleteMultipartUpload returns an empty ETag on some servers and no size. */

@@ -22,7 +22,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { throwIfAborted } from '../errors.js';
-import { digestOf, type PlannedPart } from './blocks.js';
+import { digestOf, sameBlock } from './blocks.js';
 import type { BlockDigests, ObjectMetadata } from './store.js';
 import type { sseParams } from './s3-store.js';
 
@@ -105,21 +105,32 @@ export async function putWhole(
   }
 }
 
+/** A previous version to copy unchanged blocks from. */
+export interface CopyBase {
+  readonly blocks: BlockDigests;
+  /** `bucket/key?versionId=…`, URL-encoded, for x-amz-copy-source. */
+  readonly copySource: string;
+}
+
+export interface MultipartResult {
+  readonly versionId: string | undefined;
+  readonly blocks: BlockDigests;
+  readonly copiedBytes: number;
+}
+
 /**
- * A multipart upload of `parts` (which must cover the file in order). `send` parts are read into pooled
- * buffers of `blockSizeBytes`, and their digests land in `digests` at their block index; `copy` parts come
- * from `copySource` (`bucket/key?versionId=…`), whose block digests the caller already compared.
- * @returns the new version id.
+ * A multipart upload of the file, one part per block. Each block is read into a pooled buffer and hashed;
+ * with a `base`, a block whose digest equals the base's same block is copied server-side from the base
+ * version (UploadPartCopy) instead of sent. Every part but the last is a whole block (≥ 5 MiB).
  * @throws PartCopyRefusedError when the server refuses a part copy (the upload is aborted first).
  */
 export async function putMultipart(
   target: UploadTarget,
   path: string,
-  parts: readonly PlannedPart[],
+  sizeBytes: number,
   blockSizeBytes: number,
-  digests: string[],
-  copySource?: string,
-): Promise<string | undefined> {
+  base?: CopyBase,
+): Promise<MultipartResult> {
   const { client, bucket, key, signal } = target;
   const created = await client.send(
     new CreateMultipartUploadCommand({
@@ -134,41 +145,47 @@ export async function putMultipart(
   const uploadId = created.UploadId;
   if (!uploadId) throw new Error('CreateMultipartUpload returned no upload id');
   const handle = await open(path, 'r');
+  const blockCount = Math.ceil(sizeBytes / blockSizeBytes);
+  const digests: string[] = new Array<string>(blockCount);
   const completed: CompletedPart[] = [];
   let doneBytes = 0;
+  let copiedBytes = 0;
   try {
     let next = 0;
     let failed = false;
-    // Workers take parts in order; each owns one buffer, allocated on its first sent part. After one
-    // fails, the others finish their part and stop.
+    // Workers take blocks in order; each owns one buffer for the whole upload. After one fails, the others
+    // finish their part and stop.
     const worker = async (): Promise<void> => {
-      let buffer: Buffer | undefined;
-      for (let i = next++; i < parts.length && !failed; i = next++) {
-        const part = parts[i] as PlannedPart;
+      const buffer = Buffer.allocUnsafeSlow(blockSizeBytes);
+      for (let index = next++; index < blockCount && !failed; index = next++) {
         throwIfAborted(signal, 'upload');
+        const start = index * blockSizeBytes;
+        const length = Math.min(blockSizeBytes, sizeBytes - start);
+        const body = await readFully(handle, buffer, length, start);
+        const digest = digestOf(body);
+        digests[index] = digest;
+        const partNumber = index + 1;
         let etag: string | undefined;
-        if (part.source === 'copy') {
-          etag = await copyPart(target, uploadId, part, copySource);
+        if (base && sameBlock(base.blocks, index, length, digest)) {
+          etag = await copyPart(target, uploadId, partNumber, start, start + length, base.copySource);
+          copiedBytes += length;
         } else {
-          buffer ??= Buffer.allocUnsafeSlow(blockSizeBytes);
-          const body = await readFully(handle, buffer, part.end - part.start, part.start);
-          digests[part.start / blockSizeBytes] = digestOf(body);
           const out = await client.send(
             new UploadPartCommand({
               Bucket: bucket,
               Key: key,
               UploadId: uploadId,
-              PartNumber: part.partNumber,
+              PartNumber: partNumber,
               Body: body,
-              ContentLength: body.length,
+              ContentLength: length,
             }),
             { abortSignal: signal },
           );
           etag = out.ETag;
         }
-        if (!etag) throw new Error(`part ${part.partNumber} came back without an ETag`);
-        completed.push({ PartNumber: part.partNumber, ETag: etag });
-        doneBytes += part.end - part.start;
+        if (!etag) throw new Error(`part ${partNumber} came back without an ETag`);
+        completed.push({ PartNumber: partNumber, ETag: etag });
+        doneBytes += length;
         target.onProgress?.(doneBytes);
       }
     };
@@ -178,7 +195,7 @@ export async function putMultipart(
         throw error;
       });
     // allSettled: no worker may still read the file or send a part once this upload is aborted or completed.
-    const settled = await Promise.allSettled(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, parts.length) }, guarded));
+    const settled = await Promise.allSettled(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, blockCount) }, guarded));
     const rejected = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (rejected) throw rejected.reason;
     completed.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
@@ -187,10 +204,10 @@ export async function putMultipart(
         new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: completed } }),
         { abortSignal: signal },
       );
-      return out.VersionId;
+      return { versionId: out.VersionId, blocks: { blockSizeBytes, sizeBytes, digests }, copiedBytes };
     } catch (error) {
       // A copied part below the minimum size is only refused here (NOTES.md: RGW's EntityTooSmall).
-      if (copySource && (error as Error).name === 'EntityTooSmall') {
+      if (base && (error as Error).name === 'EntityTooSmall') {
         throw new PartCopyRefusedError('the server refused a copied part as too small', true, error);
       }
       throw error;
@@ -207,19 +224,20 @@ export async function putMultipart(
 async function copyPart(
   target: UploadTarget,
   uploadId: string,
-  part: PlannedPart,
-  copySource: string | undefined,
+  partNumber: number,
+  start: number,
+  end: number,
+  copySource: string,
 ): Promise<string | undefined> {
-  if (!copySource) throw new Error('a copy part without a copy source');
   try {
     const out = await target.client.send(
       new UploadPartCopyCommand({
         Bucket: target.bucket,
         Key: target.key,
         UploadId: uploadId,
-        PartNumber: part.partNumber,
+        PartNumber: partNumber,
         CopySource: copySource,
-        CopySourceRange: `bytes=${part.start}-${part.end - 1}`,
+        CopySourceRange: `bytes=${start}-${end - 1}`,
       }),
       { abortSignal: target.signal },
     );
@@ -246,18 +264,4 @@ export async function abortMultipart(
   await client
     .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }), { abortSignal: signal })
     .catch(() => undefined);
-}
-
-/** Every block of the file as a `send` part: a plain multipart upload. */
-export function sendEverything(sizeBytes: number, blockSizeBytes: number): PlannedPart[] {
-  const parts: PlannedPart[] = [];
-  for (let start = 0; start < sizeBytes; start += blockSizeBytes) {
-    parts.push({ partNumber: parts.length + 1, start, end: Math.min(start + blockSizeBytes, sizeBytes), source: 'send' });
-  }
-  return parts;
-}
-
-/** Block digests of the file just uploaded, from what the parts recorded. */
-export function digestsOf(sizeBytes: number, blockSizeBytes: number, digests: readonly string[]): BlockDigests {
-  return { blockSizeBytes, sizeBytes, digests: [...digests] };
 }
