@@ -14,13 +14,6 @@ import type { Readable } from 'node:stream';
 import { GetObjectCommand, type GetObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
 import { FILE_MODE } from '../fs-atomic.js';
 
-/**
- * Ranged GETs in flight at once. One S3 stream tops out around 50-100 MB/s on AWS (per-connection TCP and
- * server limits, far below an instance's NIC), and the AWS CLI uses 10 streams of 8 MiB ranges. 8 keeps
- * memory small (a 1 MiB buffer each) and fills a 10 Gbit/s link; on a CPU-bound loopback server fewer are
- * as fast (DB_SYNC_DOWNLOAD_CONCURRENCY tunes it).
- */
-export const DEFAULT_DOWNLOAD_CONCURRENCY = 8;
 /** Bytes per ranged GET: 8 MiB, AWS's recommended range size; 1 GB is ~120 requests ($0.00005). */
 export const DOWNLOAD_RANGE_BYTES = 8 * 1024 * 1024;
 /** Per-stream write buffer: network chunks (16-64 KiB) are gathered into 1 MiB writes. */

@@ -30,7 +30,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { AbortedError, DbSyncError, toError, wrapError } from '../errors.js';
 import { baseMismatch, blockSizeFor, DEFAULT_BLOCK_BYTES } from './blocks.js';
-import { DEFAULT_DOWNLOAD_CONCURRENCY, downloadRanged } from './s3-download.js';
+import { DEFAULT_DOWNLOAD_CONCURRENCY } from '../config.js';
+import { downloadRanged } from './s3-download.js';
 import { ABORT_UPLOAD_TIMEOUT_MS, PartCopyRefusedError, putMultipart, putWhole, type UploadTarget } from './s3-upload.js';
 import { isNotFound, toStorageError } from './s3-errors.js';
 import {
