@@ -3,7 +3,11 @@
  * server-side from the previous version when its digest is unchanged, sent otherwise.
  *
  * Why this works for db-sync: SQLite's backup API writes the same bytes for the same content, page by page,
- * so between two snapshots only the blocks holding changed pages differ, at the same offsets.
+ * so between two snapshots only the blocks holding changed pages differ, at the same offsets. That pays
+ * when changes cluster (appends to a table whose indexes grow at the end: time, autoincrement). It does not
+ * when an index on a random key takes the inserts: measured on the benchmark schema (index on user_id),
+ * 3,000 new rows changed 2,701 of 49,886 pages of a 200 MB file, spread so that every 1 MiB block changed.
+ * Then every block is sent and nothing is lost but the block hashing (SHA-1, ~0.65 s per GB of CPU).
  *
  * The block digest is SHA-1: twice as fast as SHA-256 here (1.5 vs 0.8 GB/s on this machine's CPU), and it
  * only decides which blocks to send. Its weakness is crafted collisions; an undetected one would make the
