@@ -25,6 +25,7 @@ import { median, round } from './lib/stats.js';
 import { startIdle, type IdleRun } from './sections/idle.js';
 import { transferParams } from './sections/params.js';
 import { dataAtRisk } from './sections/risk.js';
+import { steadySync } from './sections/sync.js';
 import { restoreSize, uploadSize, type SizeResult } from './sections/transfer.js';
 import { rollbackWriter } from './sections/rollback-writer.js';
 import { writerImpact } from './sections/writer-impact.js';
@@ -219,13 +220,14 @@ async function main(): Promise<void> {
   try {
     let fresh = true;
     for (const sizeMB of opts.sizes) {
-      if (!has('upload') && !has('restore')) break;
+      if (!has('upload') && !has('restore') && !has('sync')) break;
       if (!fresh) await restart(ctx);
       fresh = false;
       const entry: SizeResult = {};
       sizes[String(sizeMB)] = entry;
       if (has('upload')) await attempt(`upload ${sizeMB} MB`, async () => void (entry.upload = await uploadSize(ctx, sizeMB)));
       if (has('restore')) await attempt(`restore ${sizeMB} MB`, async () => void (entry.restore = await restoreSize(ctx, sizeMB)));
+      if (has('sync')) await attempt(`steady sync ${sizeMB} MB`, async () => void (entry.sync = await steadySync(ctx, sizeMB)));
     }
     if (has('params')) {
       if (!fresh) await restart(ctx);

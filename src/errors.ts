@@ -86,6 +86,18 @@ export class AbortedError extends DbSyncError {
 }
 
 /** Coerce anything thrown into an Error, so callers can rely on `.message`. */
+/** errno codes of a failing local file (the disk, its permissions, this process's limits), never of the network. */
+const LOCAL_FILE_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE', 'EIO', 'EISDIR', 'ENOTDIR']);
+
+/**
+ * Whether `error` is a local file failing (no space, no permission, too many open files), not the store:
+ * a download that cannot write its temp file must say so, not "cannot reach the S3 endpoint" and retry.
+ */
+export function isLocalFileError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && LOCAL_FILE_CODES.has(code) && !(error instanceof DbSyncError);
+}
+
 export function toError(value: unknown): Error {
   if (value instanceof Error) return value;
   return new Error(typeof value === 'string' ? value : JSON.stringify(value));

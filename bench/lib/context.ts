@@ -7,8 +7,8 @@ import { generateDatabase, INSERT_SQL, openAppDb, rowFactory, TABLE } from './db
 import type { NetworkModel, NetworkProxy } from './netmodel.js';
 import { client, startServer, stopServer, type ServerInfo, type ServerSettings } from './s3.js';
 
-export type Section = 'upload' | 'restore' | 'writer' | 'rollback' | 'idle' | 'risk' | 'params';
-export const SECTIONS: readonly Section[] = ['upload', 'restore', 'writer', 'rollback', 'idle', 'risk', 'params'];
+export type Section = 'upload' | 'restore' | 'sync' | 'writer' | 'rollback' | 'idle' | 'risk' | 'params';
+export const SECTIONS: readonly Section[] = ['upload', 'restore', 'sync', 'writer', 'rollback', 'idle', 'risk', 'params'];
 
 export interface Options {
   readonly quick: boolean;

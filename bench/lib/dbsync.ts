@@ -37,7 +37,12 @@ export function dbSyncEnv(info: ServerInfo, t: DbSyncTarget): NodeJS.ProcessEnv 
  * `snapshotS` (backup API copy + integrity check + sha256), `uploadS`, and `otherS` (process start, config,
  * S3 client, exit).
  */
-export async function upload(info: ServerInfo, t: DbSyncTarget, logFile: string): Promise<Usage> {
+export async function upload(
+  info: ServerInfo,
+  t: DbSyncTarget,
+  logFile: string,
+  onUploaded?: (entry: Record<string, unknown>) => void,
+): Promise<Usage> {
   let logged: Record<string, unknown> | undefined;
   const usage = await runMeasured(process.execPath, [CLI, 'upload'], {
     env: dbSyncEnv(info, t),
@@ -48,6 +53,7 @@ export async function upload(info: ServerInfo, t: DbSyncTarget, logFile: string)
     },
   });
   if (!logged) return usage;
+  onUploaded?.(logged);
   const snapshotS = Number(logged.snapshotMs) / 1000;
   const uploadS = Number(logged.uploadMs) / 1000;
   return { ...usage, parts: { snapshotS, uploadS, otherS: usage.wallS - snapshotS - uploadS } };

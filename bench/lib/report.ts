@@ -249,9 +249,8 @@ function renderRun(r: Results): string {
       out.push(`| ${t.name} | ${t.target} | ${t.measured} | ${t.met === null ? '–' : t.met ? '**met**' : '**missed**'} | ${t.limits} |`);
     out.push('');
   }
-  const sizes = Object.values(r.sizes).sort(
-    (a, b) => (a.upload?.sizeMB ?? a.restore?.sizeMB ?? 0) - (b.upload?.sizeMB ?? b.restore?.sizeMB ?? 0),
-  );
+  const sizeOf = (s: SizeResult): number => s.upload?.sizeMB ?? s.restore?.sizeMB ?? s.sync?.sizeMB ?? 0;
+  const sizes = Object.values(r.sizes).sort((a, b) => sizeOf(a) - sizeOf(b));
   if (sizes.some((s) => s.upload)) {
     out.push(
       '## 1. Snapshot + upload (and 3. db-sync CPU and peak RSS)',
@@ -289,6 +288,20 @@ function renderRun(r: Results): string {
             .join(', ')}.`,
         );
       out.push('');
+    }
+  }
+  if (sizes.some((s) => s.sync)) {
+    out.push(
+      '## 1b. Steady-state sync',
+      '',
+      'The upload after the first one, once the app wrote 3,000 new rows and edited 100 of the newest since the last upload. **db-sync**: `db-sync upload` again (unchanged 8 MiB blocks are copied server-side from the previous version, changed ones sent). **sqlite3+aws**: the script again (every sync sends the whole file).',
+      '',
+    );
+    for (const s of sizes) {
+      if (!s.sync) continue;
+      const u = s.sync;
+      out.push(`### ${u.sizeMB} MB`, '', ...transferTable(u, ['vs sqlite3+aws']));
+      out.push('', `db-sync sent ${f(u.dbSyncSentMB, 1)} MB and copied ${f(u.dbSyncCopiedMB, 1)} MB server-side per sync (median).`, '');
     }
   }
   if (r.writer) {

@@ -51,12 +51,14 @@ export interface TransferResult<T extends string> {
 
 export interface SizeResult {
   upload?: TransferResult<UploadTool>;
+  /** Steady-state sync (bench/sections/sync.ts). */
+  sync?: TransferResult<'db-sync' | 'sqlite3+aws'> & { readonly dbSyncSentMB: number; readonly dbSyncCopiedMB: number };
   restore?: TransferResult<RestoreTool>;
 }
 
 const AWS = '/usr/bin/aws';
 
-function summarize(runs: readonly Usage[], sizeBytes: number): UsageSummary {
+export function summarize(runs: readonly Usage[], sizeBytes: number): UsageSummary {
   const wallS = median(runs.map((u) => u.wallS));
   const names = [...new Set(runs.flatMap((u) => Object.keys(u.parts ?? {})))];
   const parts = Object.fromEntries(names.map((n) => [n, round(median(runs.map((u) => u.parts?.[n] ?? Number.NaN)), 3)]));
@@ -69,7 +71,7 @@ function summarize(runs: readonly Usage[], sizeBytes: number): UsageSummary {
   };
 }
 
-function runsFor(ctx: Context, sizeMB: number): number {
+export function runsFor(ctx: Context, sizeMB: number): number {
   return sizeMB >= 1000 ? ctx.opts.runsLarge : ctx.opts.runs;
 }
 
@@ -143,7 +145,7 @@ export async function uploadSize(ctx: Context, sizeMB: number): Promise<Transfer
 }
 
 /** `sqlite3 db ".backup tmp"` then `aws s3 cp tmp s3://…`, as the shell script does; the tmp file is removed. */
-async function scriptUpload(ctx: Context, dbPath: string, bucket: string, key: string, log: string): Promise<Usage> {
+export async function scriptUpload(ctx: Context, dbPath: string, bucket: string, key: string, log: string): Promise<Usage> {
   const tmp = `${dbPath}.backup-tmp`;
   rmSync(tmp, { force: true });
   try {

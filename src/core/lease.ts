@@ -31,8 +31,12 @@ import type { Logger } from '../logger.js';
 import {
   PreconditionFailedError,
   type ConditionalStore,
+  type DownloadOptions,
+  type Downloaded,
   type GetResult,
   type ObjectInfo,
+  type PutFromPreviousOptions,
+  type PutFromPreviousResult,
   type PutOptions,
   type ReadOptions,
   type ReplicaStore,
@@ -600,6 +604,14 @@ export class FencedStore implements ReplicaStore {
 
   put(key: string, sourcePath: string, options: PutOptions): Promise<ObjectInfo> {
     return this.fenced(options.signal, (signal) => this.inner.put(key, sourcePath, { ...options, signal }));
+  }
+
+  putFromPrevious(key: string, sourcePath: string, options: PutFromPreviousOptions): Promise<PutFromPreviousResult> {
+    return this.fenced(options.signal, (signal) => this.inner.putFromPrevious(key, sourcePath, { ...options, signal }));
+  }
+
+  download(key: string, path: string, options?: DownloadOptions): Promise<Downloaded | null> {
+    return this.inner.download(key, path, options);
   }
 
   copy(

@@ -2,6 +2,7 @@
  * The metadata every snapshot object carries (S3 user metadata, `x-amz-meta-*`), so a human or a restore
  * can tell what an object is without downloading it.
  */
+import type { IntegrityCheck } from '../config.js';
 import type { ObjectMetadata } from '../replica/store.js';
 
 /** Metadata keys, lowercase as S3 stores them. Part of the documented S3 layout; never rename one. */
@@ -9,6 +10,11 @@ export const META_SHA256 = 'sha256';
 export const META_SNAPSHOT_AT = 'snapshot-at';
 export const META_SOURCE_HOST = 'source-host';
 export const META_TOOL_VERSION = 'db-sync-version';
+/**
+ * The SQLite check (`quick` or `full`) this very snapshot passed before it was uploaded; absent when none
+ * ran. Together with the sha256 it lets a restore skip re-checking the same bytes (see trustedCheck).
+ */
+export const META_CHECKED = 'checked';
 
 /** Who is writing: recorded in metadata and logs. The CLI fills it in from the process. */
 export interface Origin {
@@ -16,13 +22,28 @@ export interface Origin {
   readonly toolVersion: string;
 }
 
-export function snapshotMetadata(snapshot: { sha256: string; takenAt: Date }, origin: Origin): ObjectMetadata {
+/** Metadata of a snapshot that passed `check` (as takeSnapshot guarantees before returning it). */
+export function snapshotMetadata(snapshot: { sha256: string; takenAt: Date }, origin: Origin, check: IntegrityCheck): ObjectMetadata {
   return {
     [META_SHA256]: snapshot.sha256,
     [META_SNAPSHOT_AT]: snapshot.takenAt.toISOString(),
     [META_SOURCE_HOST]: origin.host,
     [META_TOOL_VERSION]: origin.toolVersion,
+    ...(check === 'none' ? {} : { [META_CHECKED]: check }),
   };
+}
+
+/**
+ * Whether a downloaded copy may skip the SQLite check `wanted`: only when its bytes match the sha256 that
+ * db-sync recorded (`sha256Matched`) and the metadata says that very snapshot passed a `quick` check (for
+ * `wanted` = quick). The sha256 proves these are the bytes that passed the check before the upload, so
+ * running the same check again can only pass again. A `full` check is never skipped: asking for it is
+ * asking for a fresh look (and older uploads recorded no check at all).
+ */
+export function checkAlreadyPassed(metadata: ObjectMetadata, wanted: IntegrityCheck, sha256Matched: boolean): boolean {
+  if (!sha256Matched || wanted !== 'quick') return false;
+  const checked = metadata[META_CHECKED];
+  return checked === 'quick' || checked === 'full';
 }
 
 /** The sha256 recorded in an object's metadata, when it is a well-formed one. */

@@ -81,7 +81,7 @@ export async function reconcileLocal(ctx: UploadContext, signal: AbortSignal, po
     if (!uploadedBefore) {
       await withRetry(
         `upload ${conflict}`,
-        () => store.put(conflict, snapshot.path, { metadata: snapshotMetadata(snapshot, ctx.origin), signal }),
+        () => store.put(conflict, snapshot.path, { metadata: snapshotMetadata(snapshot, ctx.origin, ctx.check), signal }),
         { log, signal },
       );
     }

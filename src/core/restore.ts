@@ -9,19 +9,15 @@
  * - with fallback, the newest copy that passes verification wins: the current object, then older versions
  *   of the key, then the timestamped backups, newest first, each skip logged with its reason.
  */
-import { createWriteStream } from 'node:fs';
 import { chmod, chown, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { IntegrityCheck } from '../config.js';
 import { AbortedError, DbSyncError, isAbort, StorageError, toError, wrapError } from '../errors.js';
-import { atomicCopyFile, commitTempFile, FILE_MODE, fsyncFile, removeQuietly, tempPathBeside } from '../fs-atomic.js';
+import { atomicCopyFile, commitTempFile, fsyncFile, removeQuietly, tempPathBeside } from '../fs-atomic.js';
 import type { Logger } from '../logger.js';
 import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
 import { backupPrefix, parseBackupKey } from './backup-key.js';
-import { HashingStream, STREAM_BUFFER_BYTES } from './hash.js';
-import { recordedSha256 } from './metadata.js';
+import { checkAlreadyPassed, recordedSha256 } from './metadata.js';
 import { withRetry, type RetryPolicy } from './retry.js';
 import { bothSettled } from './settle.js';
 import { BUSY_TIMEOUT_MS, runSqliteTask, sqliteHint, type CheckResult } from './sqlite-worker.js';
@@ -120,67 +116,58 @@ export async function downloadVerified(
   target: string,
   options: VerifyOptions,
 ): Promise<VerifiedCopy | null> {
-  const got = await withRetry(
-    `download ${describe(source)}`,
-    () => store.get(source.key, { versionId: source.versionId, signal: options.signal }),
-    {
-      log: options.log,
-      signal: options.signal,
-      policy: options.policy,
-    },
-  );
-  if (!got) return null;
   const temp = tempPathBeside(target, 'restore');
   try {
-    const hashing = new HashingStream();
     const onProgress = options.onProgress;
-    const total = got.info.sizeBytes;
-    let received = 0;
-    const counted = onProgress
-      ? new Transform({
-          transform(chunk: Buffer, _encoding, callback) {
-            received += chunk.length;
-            onProgress(received, total);
-            callback(null, chunk);
-          },
-        })
-      : undefined;
-    const sink = createWriteStream(temp, { mode: FILE_MODE, highWaterMark: STREAM_BUFFER_BYTES });
+    // The store writes the file and hashes it on the way (S3: parallel ranged GETs of one version).
+    let got: Awaited<ReturnType<ReplicaStore['download']>>;
     try {
-      await (counted
-        ? pipeline(got.body, hashing, counted, sink, { signal: options.signal })
-        : pipeline(got.body, hashing, sink, { signal: options.signal }));
+      got = await withRetry(
+        `download ${describe(source)}`,
+        () => store.download(source.key, temp, { versionId: source.versionId, signal: options.signal, onProgress }),
+        { log: options.log, signal: options.signal, policy: options.policy },
+      );
     } catch (error) {
-      // The store maps its own body's errors (a reset mid-download is a retryable StorageError); the rest
-      // is the local file: no space, no permission.
+      // The store maps its own errors (a reset mid-download is a retryable StorageError); the rest is the
+      // local file: no space, no permission.
       if (error instanceof StorageError || error instanceof AbortedError || isAbort(error, options.signal)) throw error;
       throw localRestoreError(`download ${describe(source)}`, dirname(target), error);
     }
-    const sha256 = hashing.digest();
+    if (!got) {
+      await removeQuietly(temp);
+      return null;
+    }
+    const { sha256 } = got;
     const expected = recordedSha256(got.info.metadata);
     const problem = (reason: string, checksumMatched = false): VerificationFailedError =>
       new VerificationFailedError(`${describe(source)} failed verification: ${reason}`, checksumMatched);
-    if (got.info.sizeBytes > 0 && hashing.bytes !== got.info.sizeBytes) {
-      throw problem(`received ${hashing.bytes} bytes, expected ${got.info.sizeBytes} (truncated)`);
-    }
+    const { size } = await stat(temp);
+    if (size !== got.sizeBytes) throw problem(`received ${size} bytes, expected ${got.sizeBytes} (truncated)`);
     if (expected !== undefined && expected !== sha256) {
       throw problem(`sha256 ${sha256} does not match the recorded ${expected}`);
     }
     // The fsync (writing the copy back to disk) and the check (reading it from the page cache) overlap:
-    // about a second saved at 1 GB. Both must succeed before the copy may be installed. The check throws
+    // about a second saved at 1 GB. Both must succeed before the copy may be installed. The check is
+    // skipped when the sha256 proves these are the bytes db-sync checked before uploading them. It throws
     // on a local failure (I/O, no room for its -shm) and answers "not ok" only about the content.
-    let check: CheckResult;
+    const trusted = checkAlreadyPassed(got.info.metadata, options.check, expected !== undefined);
+    let check: CheckResult | undefined;
     try {
-      [check] = await bothSettled(runSqliteTask({ op: 'check', path: temp, check: options.check }, options.signal), fsyncFile(temp));
+      [check] = await bothSettled(
+        trusted ? Promise.resolve(undefined) : runSqliteTask({ op: 'check', path: temp, check: options.check }, options.signal),
+        fsyncFile(temp),
+      );
     } catch (error) {
       if (isAbort(error, options.signal)) throw error;
       throw localRestoreError(`check the download of ${describe(source)}`, dirname(target), error);
     }
     await removeSqliteSidecars(temp);
-    if (!check.ok) throw problem(`not a healthy SQLite database (${check.problems.join('; ')})`, expected !== undefined);
-    return { path: temp, info: got.info, sha256, sizeBytes: hashing.bytes, checksumVerified: expected !== undefined };
+    if (check && !check.ok) throw problem(`not a healthy SQLite database (${check.problems.join('; ')})`, expected !== undefined);
+    if (trusted) {
+      options.log.debug({ key: source.key, versionId: got.info.versionId }, 'integrity check skipped: sha256 matches a checked snapshot');
+    }
+    return { path: temp, info: got.info, sha256, sizeBytes: got.sizeBytes, checksumVerified: expected !== undefined };
   } catch (error) {
-    got.body.destroy();
     await removeQuietly(temp);
     await removeSqliteSidecars(temp);
     if (isAbort(error, options.signal)) throw wrapError(`download ${describe(source)}`, error);

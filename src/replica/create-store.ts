@@ -15,6 +15,7 @@ export function createStore(config: Config): ReplicaStore {
     endpoint: config.endpoint,
     region: config.region,
     forcePathStyle: config.forcePathStyle,
+    downloadConcurrency: config.downloadConcurrency,
     sse: config.sse ? { mode: config.sse, kmsKeyId: config.sseKmsKeyId } : undefined,
   });
 }

@@ -6,7 +6,7 @@
  * database size. A failed or aborted multipart upload is aborted on the server, so S3 keeps the previous
  * complete object and no parts linger (the bucket lifecycle rule catches what a SIGKILL leaves).
  */
-import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { PassThrough, type Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -28,15 +28,23 @@ import {
   type S3ClientConfig,
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
-import { DbSyncError, toError, wrapError } from '../errors.js';
+import { AbortedError, DbSyncError, isLocalFileError, toError, wrapError } from '../errors.js';
+import { baseMismatch, blockSizeFor, DEFAULT_BLOCK_BYTES } from './blocks.js';
+import { DEFAULT_DOWNLOAD_CONCURRENCY } from '../config.js';
+import { downloadRanged } from './s3-download.js';
+import { ABORT_UPLOAD_TIMEOUT_MS, PartCopyRefusedError, putMultipart, putWhole, type UploadTarget } from './s3-upload.js';
 import { isNotFound, toStorageError } from './s3-errors.js';
 import {
   PreconditionFailedError,
   type ConditionalStore,
+  type DownloadOptions,
+  type Downloaded,
   type GetResult,
   type ObjectInfo,
   type ObjectMetadata,
+  type PutBase,
+  type PutFromPreviousOptions,
+  type PutFromPreviousResult,
   type PutOptions,
   type ReadOptions,
   type ReplicaStore,
@@ -45,17 +53,15 @@ import {
   type WriteCondition,
 } from './store.js';
 
-/** 8 MiB parts × 4 in flight: ~32 MiB of buffers at most, and 1 GB in ~125 parts. */
-export const PART_SIZE_BYTES = 8 * 1024 * 1024;
-export const UPLOAD_QUEUE_SIZE = 4;
+/** Part size of uploads of databases up to 80 GB (larger ones get larger parts: see blockSizeFor). */
+export const PART_SIZE_BYTES = DEFAULT_BLOCK_BYTES;
 /** CopyObject copies at most 5 GiB (an S3 limit); a larger object is copied in parts (UploadPartCopy). */
 export const MAX_COPY_OBJECT_BYTES = 5 * 1024 ** 3;
 /** Part size of a multipart copy: a 5 GiB object in 10 parts; the 10,000-part limit is 5 TB. */
 export const COPY_PART_SIZE_BYTES = 512 * 1024 ** 2;
 /** Parts of a multipart copy in flight at once (server-side copies: no local memory, no local bandwidth). */
 export const COPY_QUEUE_SIZE = 8;
-/** How long an interrupted upload may take to abort its multipart upload before the process moves on. */
-export const ABORT_UPLOAD_TIMEOUT_MS = 3_000;
+export { ABORT_UPLOAD_TIMEOUT_MS };
 
 export interface S3StoreOptions {
   readonly bucket: string;
@@ -64,6 +70,8 @@ export interface S3StoreOptions {
   readonly forcePathStyle?: boolean | undefined;
   /** Server-side encryption asked for on every write (PutObject, multipart, CopyObject); absent = the bucket's default. */
   readonly sse?: { readonly mode: 'AES256' | 'aws:kms'; readonly kmsKeyId?: string | undefined } | undefined;
+  /** Ranged GETs in flight per download (default DEFAULT_DOWNLOAD_CONCURRENCY). */
+  readonly downloadConcurrency?: number | undefined;
   /** Use a prepared client (tests with aws-sdk-client-mock). */
   readonly client?: S3Client | undefined;
 }
@@ -128,16 +136,21 @@ export class S3Store implements ReplicaStore, ConditionalStore {
    * (NOTES.md). Unknown until a conditional write first succeeds; then only that form is sent.
    */
   private ifMatchForm: 'quoted' | 'bare' | undefined;
+  /** Why this server refused a part copy, once it did: later uploads of this process send everything. */
+  private partCopyRefused: string | undefined;
+  private readonly downloadConcurrency: number;
 
   constructor(options: S3StoreOptions) {
     this.bucket = options.bucket;
     this.sse = sseParams(options.sse);
     this.client = options.client ?? createS3Client(options);
     this.conditionalClient = options.client ?? createS3Client({ ...options, maxAttempts: CONDITIONAL_WRITE_MAX_ATTEMPTS });
+    this.downloadConcurrency = options.downloadConcurrency ?? DEFAULT_DOWNLOAD_CONCURRENCY;
     this.location = `s3://${options.bucket}${options.endpoint ? ` (${options.endpoint})` : ''}`;
   }
 
   private fail(error: unknown, operation: string, key?: string): Error {
+    if (error instanceof AbortedError) return error;
     return toStorageError(error, `${operation} s3://${this.bucket}${key === undefined ? '' : `/${key}`}`, {
       bucket: this.bucket,
       key,
@@ -206,43 +219,105 @@ export class S3Store implements ReplicaStore, ConditionalStore {
   }
 
   async put(key: string, sourcePath: string, options: PutOptions): Promise<ObjectInfo> {
-    const body = createReadStream(sourcePath);
-    const upload = new Upload({
+    return (await this.putFromPrevious(key, sourcePath, { ...options, base: undefined })).info;
+  }
+
+  async putFromPrevious(key: string, sourcePath: string, options: PutFromPreviousOptions): Promise<PutFromPreviousResult> {
+    const target: UploadTarget = {
       client: this.client,
-      params: {
-        Bucket: this.bucket,
-        Key: key,
-        Body: body,
-        Metadata: { ...options.metadata },
-        ContentType: 'application/vnd.sqlite3',
-        ...this.sse,
-      },
-      partSize: PART_SIZE_BYTES,
-      queueSize: UPLOAD_QUEUE_SIZE,
-      leavePartsOnError: false,
-    });
-    if (options.onProgress) {
-      const onProgress = options.onProgress;
-      upload.on('httpUploadProgress', (p) => onProgress(p.loaded ?? 0));
-    }
-    const onAbort = (): void => void upload.abort().catch(() => undefined);
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+      bucket: this.bucket,
+      key,
+      metadata: options.metadata,
+      sse: this.sse,
+      signal: options.signal,
+      onProgress: options.onProgress,
+    };
     try {
-      if (options.signal?.aborted) await upload.abort();
-      const out = await upload.done();
-      // CompleteMultipartUpload returns an empty ETag on some servers and no size: ask once.
-      const info = await this.head(key, { versionId: out.VersionId, signal: options.signal });
-      if (!info) throw new Error('object missing right after upload');
-      return { ...info, isLatest: true };
+      const { size } = await stat(sourcePath);
+      const blockSizeBytes = blockSizeFor(size);
+      if (size <= blockSizeBytes) {
+        // One request: a PutObject of the whole file (item: no multipart for what fits one part).
+        const { versionId, digest } = await putWhole(target, sourcePath, size);
+        const info = await this.infoAfterWrite(key, versionId, options.signal);
+        return { info, blocks: { blockSizeBytes, sizeBytes: size, digests: [digest] }, mode: 'full', sentBytes: size, copiedBytes: 0 };
+      }
+      let fallbackReason = options.base ? await this.deltaRefusal(key, options.base, blockSizeBytes, options.signal) : undefined;
+      if (options.base && fallbackReason === undefined) {
+        const copySource = `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}?versionId=${encodeURIComponent(options.base.versionId)}`;
+        try {
+          const out = await putMultipart(target, sourcePath, size, blockSizeBytes, { blocks: options.base.blocks, copySource });
+          const info = await this.infoAfterWrite(key, out.versionId, options.signal);
+          const mode = out.copiedBytes > 0 ? 'delta' : 'full';
+          return { info, blocks: out.blocks, mode, sentBytes: size - out.copiedBytes, copiedBytes: out.copiedBytes };
+        } catch (error) {
+          if (!(error instanceof PartCopyRefusedError)) throw error;
+          if (error.permanent) this.partCopyRefused = error.message;
+          fallbackReason = error.message;
+        }
+      }
+      const out = await putMultipart(target, sourcePath, size, blockSizeBytes);
+      const info = await this.infoAfterWrite(key, out.versionId, options.signal);
+      return { info, blocks: out.blocks, mode: 'full', fallbackReason, sentBytes: size, copiedBytes: 0 };
     } catch (error) {
-      // An aborted Upload rejects at once and sends AbortMultipartUpload later, in the background: a process
-      // exiting on a second signal never sends it, and the parts would linger. Send it now, briefly.
-      if (options.signal?.aborted && upload.uploadId)
-        await this.abortUpload(key, upload.uploadId, AbortSignal.timeout(ABORT_UPLOAD_TIMEOUT_MS));
       throw this.fail(error, 'upload', key);
-    } finally {
-      options.signal?.removeEventListener('abort', onAbort);
-      body.destroy();
+    }
+  }
+
+  /** Why `base` cannot be built on; undefined when it can. */
+  private async deltaRefusal(
+    key: string,
+    base: PutBase,
+    blockSizeBytes: number,
+    signal: AbortSignal | undefined,
+  ): Promise<string | undefined> {
+    if (this.partCopyRefused) return `the server refused part copies earlier (${this.partCopyRefused})`;
+    const mismatch = baseMismatch(base, blockSizeBytes);
+    if (mismatch) return mismatch;
+    const current = await this.head(key, { signal });
+    if (!current || current.versionId !== base.versionId) {
+      return `${key} changed since the last upload (current version ${current?.versionId ?? 'none'}, expected ${base.versionId})`;
+    }
+    if (current.sizeBytes !== base.blocks.sizeBytes)
+      return `${key} is ${current.sizeBytes} bytes, the recorded digests describe ${base.blocks.sizeBytes}`;
+    return undefined;
+  }
+
+  /** The info of a version just written: CompleteMultipartUpload returns an empty ETag on some servers and no size. */
+  private async infoAfterWrite(key: string, versionId: string | undefined, signal: AbortSignal | undefined): Promise<ObjectInfo> {
+    const info = await this.head(key, { versionId, signal });
+    if (!info) throw new Error('object missing right after upload');
+    return { ...info, isLatest: true };
+  }
+
+  async download(key: string, path: string, options: DownloadOptions = {}): Promise<Downloaded | null> {
+    try {
+      const got = await downloadRanged(
+        {
+          client: this.client,
+          bucket: this.bucket,
+          key,
+          versionId: options.versionId,
+          concurrency: this.downloadConcurrency,
+          signal: options.signal,
+          onProgress: options.onProgress,
+        },
+        path,
+        isNotFound,
+      );
+      if (!got) return null;
+      const info: ObjectInfo = {
+        key,
+        versionId: got.first.VersionId,
+        sizeBytes: got.sizeBytes,
+        lastModified: got.first.LastModified ?? new Date(0),
+        isLatest: options.versionId === undefined,
+        metadata: metadataOf(got.first.Metadata),
+      };
+      return { info, sha256: got.sha256, sizeBytes: got.sizeBytes };
+    } catch (error) {
+      // The temp file beside the database failed (disk full, permissions): the caller reports a local error.
+      if (isLocalFileError(error)) throw error;
+      throw this.fail(error, 'download', key);
     }
   }
 

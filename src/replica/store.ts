@@ -42,6 +42,54 @@ export interface PutOptions {
   readonly onProgress?: ((sentBytes: number) => void) | undefined;
 }
 
+/**
+ * Digests of a file's fixed-size blocks, as a store uploaded it: what a later {@link ReplicaStore.putFromPrevious}
+ * compares the next file against to find the unchanged blocks it can copy server-side.
+ */
+export interface BlockDigests {
+  readonly blockSizeBytes: number;
+  readonly sizeBytes: number;
+  /** One hex digest per block, in file order; the last block may be shorter than `blockSizeBytes`. */
+  readonly digests: readonly string[];
+}
+
+/** The version a new object may be built from, with the block digests of its content. */
+export interface PutBase {
+  readonly versionId: string;
+  readonly blocks: BlockDigests;
+}
+
+export interface PutFromPreviousOptions extends PutOptions {
+  /** The version to reuse unchanged ranges of; `undefined` = no base known, upload everything. */
+  readonly base: PutBase | undefined;
+}
+
+export interface PutFromPreviousResult {
+  readonly info: ObjectInfo;
+  /** Block digests of what was stored, for the next call; `undefined` when this store does not use them. */
+  readonly blocks: BlockDigests | undefined;
+  /** `delta`: unchanged ranges were copied from the base version; `full`: every byte was sent. */
+  readonly mode: 'delta' | 'full';
+  /** Why a base was given but not used (logged by the caller). */
+  readonly fallbackReason?: string | undefined;
+  /** Bytes sent over the network, and bytes copied server-side from the base version. */
+  readonly sentBytes: number;
+  readonly copiedBytes: number;
+}
+
+export interface DownloadOptions extends ReadOptions {
+  /** Called as bytes arrive, with the total so far and the object's size. */
+  readonly onProgress?: ((receivedBytes: number, totalBytes: number) => void) | undefined;
+}
+
+/** An object written to a local file by {@link ReplicaStore.download}. */
+export interface Downloaded {
+  readonly info: ObjectInfo;
+  /** sha256 (lowercase hex) of the bytes written, computed as they arrived. */
+  readonly sha256: string;
+  readonly sizeBytes: number;
+}
+
 export interface ReadOptions {
   readonly versionId?: string | undefined;
   readonly signal?: AbortSignal | undefined;
@@ -62,6 +110,23 @@ export interface ReplicaStore {
    * @returns the new object's info (with its version id where the store keeps versions).
    */
   put(key: string, sourcePath: string, options: PutOptions): Promise<ObjectInfo>;
+
+  /**
+   * Like {@link put}, and the result is the same complete object; but where the store can, ranges whose
+   * block digest equals `base`'s are copied server-side from exactly that version instead of being sent.
+   * Whenever anything is uncertain (no base, `base.versionId` is no longer the key's current version, the
+   * block layout differs, the server refuses part copies) it falls back to sending every byte.
+   */
+  putFromPrevious(key: string, sourcePath: string, options: PutFromPreviousOptions): Promise<PutFromPreviousResult>;
+
+  /**
+   * Write an object (or one version of it) into a new file at `path` (mode 0600, replaced if present),
+   * hashing the bytes on the way, with memory bounded whatever the size. The bytes are not fsynced.
+   * All bytes come from one version, even if the key is overwritten meanwhile.
+   * @returns null when the object does not exist (no file is left then). On failure the file may remain
+   *   partially written; the caller removes it.
+   */
+  download(key: string, path: string, options?: DownloadOptions): Promise<Downloaded | null>;
 
   /** Copy one version of an object to another key, with its metadata. */
   copy(

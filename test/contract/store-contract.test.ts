@@ -5,7 +5,7 @@
  * Ceph RGW enforces conditional writes only there (test/unit/lease-probe.test.ts covers the versioned case).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PutBucketVersioningCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -184,6 +184,44 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Rep
       const back = await readAll(store, key);
       expect(back?.length).toBe(bytes.length);
       expect(sha256(back ?? Buffer.alloc(0))).toBe(sha256(readFileSync(path)));
+    });
+
+    it('putFromPrevious stores the complete new file whatever the base, and keeps the base version intact', async () => {
+      const key = freshKey();
+      const first = randomBytes(3 * PART_SIZE_BYTES + 1234);
+      const v1 = await store.putFromPrevious(key, file(first), { metadata: { sha256: sha256(first) }, base: undefined });
+      expect(v1.mode).toBe('full');
+      expect(v1.info).toMatchObject({ key, sizeBytes: first.length, isLatest: true });
+      // The second file: block 1 changed, and it grew by a short tail (a last part under 5 MiB).
+      const second = Buffer.concat([first, randomBytes(1000)]);
+      randomBytes(100).copy(second, PART_SIZE_BYTES + 10);
+      const base = v1.blocks && v1.info.versionId ? { versionId: v1.info.versionId, blocks: v1.blocks } : undefined;
+      const v2 = await store.putFromPrevious(key, file(second), { metadata: { sha256: sha256(second) }, base });
+      expect(v2.info.sizeBytes).toBe(second.length);
+      expect(v2.info.metadata).toEqual({ sha256: sha256(second) });
+      expect(v2.sentBytes + v2.copiedBytes).toBe(second.length);
+      expect((await readAll(store, key))?.equals(second)).toBe(true);
+      expect((await readAll(store, key, v1.info.versionId))?.equals(first)).toBe(true);
+    });
+
+    it('download writes one version to a file with its sha256, and returns null for an absent key', async () => {
+      const key = freshKey();
+      const older = randomBytes(2 * PART_SIZE_BYTES + 77);
+      const v1 = await store.put(key, file(older), { metadata: { sha256: sha256(older) } });
+      const newer = randomBytes(1000);
+      await store.put(key, file(newer), { metadata: { sha256: sha256(newer) } });
+      const path = join(files, `download-${++n}`);
+      const progress: number[] = [];
+      const got = await store.download(key, path, { versionId: v1.versionId, onProgress: (received) => progress.push(received) });
+      expect(got).toMatchObject({ sha256: sha256(older), sizeBytes: older.length });
+      expect(got?.info).toMatchObject({ versionId: v1.versionId, sizeBytes: older.length, metadata: { sha256: sha256(older) } });
+      expect(readFileSync(path).equals(older)).toBe(true);
+      expect(Math.max(...progress)).toBe(older.length);
+      const current = await store.download(key, path);
+      expect(current?.sha256).toBe(sha256(newer));
+      expect(readFileSync(path).equals(newer)).toBe(true);
+      expect(await store.download(freshKey(), join(files, `absent-${++n}`))).toBeNull();
+      expect(existsSync(join(files, `absent-${n}`))).toBe(false);
     });
 
     it('rejects a put whose signal has fired, and keeps the previous object', async () => {

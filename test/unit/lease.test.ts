@@ -24,8 +24,10 @@ import { DirStore } from '../../src/replica/dir-store.js';
 import {
   PreconditionFailedError,
   type ConditionalStore,
+  type Downloaded,
   type GetResult,
   type ObjectInfo,
+  type PutFromPreviousResult,
   type PutOptions,
   type ReplicaStore,
   type SmallObject,
@@ -395,6 +397,13 @@ class RecordingStore implements ReplicaStore {
     if (this.block) await this.block(options.signal);
     this.writes.push(`put ${key}`);
     return this.info(key);
+  }
+  async putFromPrevious(key: string, path: string, options: PutOptions): Promise<PutFromPreviousResult> {
+    const info = await this.put(key, path, options);
+    return { info, blocks: undefined, mode: 'full', sentBytes: 0, copiedBytes: 0 };
+  }
+  download(): Promise<Downloaded | null> {
+    return Promise.resolve(null);
   }
   copy(_source: string, _version: string | undefined, destination: string): Promise<ObjectInfo> {
     this.writes.push(`copy ${destination}`);

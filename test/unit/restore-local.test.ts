@@ -3,15 +3,18 @@
  * "this copy is bad" and which mean "this machine has a problem", conflict copies under retention, and the
  * live database left unwritten by a snapshot.
  */
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { copyFileSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { backupKey } from '../../src/core/backup-key.js';
+import { downloadVerified } from '../../src/core/restore.js';
 import { pruneBackups } from '../../src/core/retention.js';
 import { discardSnapshot, takeSnapshot } from '../../src/core/snapshot.js';
 import { runSqliteTask } from '../../src/core/sqlite-worker.js';
+import { DbSyncError, StorageError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { DirStore } from '../../src/replica/dir-store.js';
 import { createDatabase, rowCount, tempDir } from '../helpers/db.js';
@@ -81,5 +84,32 @@ describe('a snapshot of a WAL database', () => {
     expect(readFileSync(db).equals(before.main)).toBe(true);
     expect(statSync(db).mtimeMs).toBe(before.mtimeMs);
     expect(existsSync(`${db}-wal`) && readFileSync(`${db}-wal`).equals(before.wal)).toBe(true);
+  });
+});
+
+describe('a download onto a full volume', () => {
+  it('is a local failure (exit 7) naming the directory, not a retried "cannot reach the store", and leaves nothing', async (ctx) => {
+    if (process.getuid?.() !== 0) ctx.skip('mounting a tmpfs needs root');
+    const replica = tempDir();
+    const source = join(tempDir(), 'db.sqlite3');
+    createDatabase(source, 2_000, { bodyBytes: 512 });
+    const store = new DirStore(replica);
+    await store.put('db.sqlite3', source, { metadata: {} });
+    const volume = tempDir('db-sync-full-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', volume]);
+    try {
+      const target = join(volume, 'db.sqlite3');
+      const failure = await downloadVerified(store, { key: 'db.sqlite3' }, target, { check: 'quick', log: silentLogger() }).catch(
+        (error: unknown) => error,
+      );
+      expect(failure).toBeInstanceOf(DbSyncError);
+      expect(failure).not.toBeInstanceOf(StorageError);
+      expect((failure as DbSyncError).kind).toBe('LocalDatabase');
+      expect((failure as DbSyncError).message).toContain(volume);
+      expect((failure as DbSyncError).message).toMatch(/ENOSPC/);
+      expect(readdirSync(volume)).toEqual([]);
+    } finally {
+      execFileSync('umount', [volume]);
+    }
   });
 });

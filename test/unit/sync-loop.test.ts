@@ -15,7 +15,17 @@ import { DbSyncError, StorageError } from '../../src/errors.js';
 import { TEMP_MARKER } from '../../src/fs-atomic.js';
 import { silentLogger } from '../../src/logger.js';
 import { DirStore } from '../../src/replica/dir-store.js';
-import type { GetResult, ObjectInfo, PutOptions, ReadOptions, ReplicaStore } from '../../src/replica/store.js';
+import type {
+  DownloadOptions,
+  Downloaded,
+  GetResult,
+  ObjectInfo,
+  PutFromPreviousOptions,
+  PutFromPreviousResult,
+  PutOptions,
+  ReadOptions,
+  ReplicaStore,
+} from '../../src/replica/store.js';
 import { addRows, createDatabase, integrity, rowCount, tempDir } from '../helpers/db.js';
 
 const KEY = 'app.sqlite3';
@@ -51,6 +61,13 @@ class CountingStore implements ReplicaStore {
       );
     }
     return this.failPut ? Promise.reject(this.failPut) : this.inner.put(key, sourcePath, options);
+  }
+  putFromPrevious(key: string, sourcePath: string, options: PutFromPreviousOptions): Promise<PutFromPreviousResult> {
+    this.puts += 1;
+    return this.failPut ? Promise.reject(this.failPut) : this.inner.putFromPrevious(key, sourcePath, options);
+  }
+  download(key: string, path: string, options?: DownloadOptions): Promise<Downloaded | null> {
+    return this.inner.download(key, path, options);
   }
   copy(
     sourceKey: string,
