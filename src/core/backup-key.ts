@@ -32,3 +32,9 @@ export function parseBackupKey(key: string, candidate: string): Date | undefined
     at.getUTCMonth() === mo - 1 && at.getUTCDate() === d && at.getUTCHours() === h && at.getUTCMinutes() === mi && at.getUTCSeconds() === s;
   return exact ? at : undefined;
 }
+
+/** The key a backup key was made from (`KEY` of `KEY.backup.YYYYMMDD_HHMMSS`); `candidate` itself when it is no backup key. */
+export function keyOfBackup(candidate: string): string {
+  const m = /^(.+)\.backup\.\d{8}_\d{6}$/.exec(candidate);
+  return m && parseBackupKey(m[1]!, candidate) ? m[1]! : candidate;
+}

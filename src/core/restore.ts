@@ -19,7 +19,9 @@ import { DbSyncError, isAbort, wrapError } from '../errors.js';
 import { atomicCopyFile, commitTempFile, FILE_MODE, fsyncFile, removeQuietly, tempPathBeside } from '../fs-atomic.js';
 import type { Logger } from '../logger.js';
 import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
-import { backupPrefix, parseBackupKey } from './backup-key.js';
+import { parseChainMetadata } from '../replication/layout.js';
+import { replayChain, type ReplayResult } from '../replication/replay.js';
+import { backupPrefix, keyOfBackup, parseBackupKey } from './backup-key.js';
 import { HashingStream, STREAM_BUFFER_BYTES } from './hash.js';
 import { recordedSha256 } from './metadata.js';
 import { withRetry, type RetryPolicy } from './retry.js';
@@ -41,6 +43,10 @@ export interface VerifyOptions {
   readonly policy?: RetryPolicy | undefined;
   /** Called as a download's bytes arrive: received so far, and the object's size (0 when unknown). */
   readonly onProgress?: ((receivedBytes: number, totalBytes: number) => void) | undefined;
+  /** Point in time (Unix ms): a base's chain is applied only through the segments committed by then. */
+  readonly atMs?: number | undefined;
+  /** Set to false to restore a base without its chain (the fallback when the chain's result is unhealthy). */
+  readonly applyChain?: boolean | undefined;
 }
 
 export interface RestoreOptions extends VerifyOptions {
@@ -56,6 +62,8 @@ export interface VerifiedCopy {
   readonly sizeBytes: number;
   /** Whether the object carried a sha256 in its metadata and it matched (objects written by other tools carry none). */
   readonly checksumVerified: boolean;
+  /** The chain applied on top of the object, when it is a base (docs/continuous-replication.md); undefined otherwise. */
+  readonly chain: ReplayResult | undefined;
 }
 
 export interface Restored extends Omit<VerifiedCopy, 'path'> {
@@ -126,12 +134,28 @@ export async function downloadVerified(
     if (expected !== undefined && expected !== sha256) {
       throw problem(`sha256 ${sha256} does not match the recorded ${expected}`);
     }
+    const chain = options.applyChain === false ? undefined : await replayOnto(store, got.info, temp, options);
     // The fsync (writing the copy back to disk) and the check (reading it from the page cache) overlap:
     // about a second saved at 1 GB. Both must succeed before the copy may be installed.
     const [check] = await bothSettled(runSqliteTask({ op: 'check', path: temp, check: options.check }, options.signal), fsyncFile(temp));
     await removeSqliteSidecars(temp);
+    if (!check.ok && chain !== undefined && chain.segments > 0) {
+      const reason = `the chain's result is not a healthy SQLite database (${check.problems.join('; ')})`;
+      options.log.error({ key: got.info.key, versionId: got.info.versionId, chain, reason }, 'restoring the base alone: ' + reason);
+      await removeQuietly(temp);
+      const alone = await downloadVerified(store, { key: source.key, versionId: got.info.versionId }, target, {
+        ...options,
+        applyChain: false,
+      });
+      return (
+        alone && {
+          ...alone,
+          chain: { ...chain, lastSeq: chain.fromSeq, lastCommitAt: undefined, segments: 0, pages: 0, stoppedBecause: reason },
+        }
+      );
+    }
     if (!check.ok) throw problem(`not a healthy SQLite database (${check.problems.join('; ')})`);
-    return { path: temp, info: got.info, sha256, sizeBytes: hashing.bytes, checksumVerified: expected !== undefined };
+    return { path: temp, info: got.info, sha256, sizeBytes: hashing.bytes, checksumVerified: expected !== undefined, chain };
   } catch (error) {
     got.body.destroy();
     await removeQuietly(temp);
@@ -139,6 +163,24 @@ export async function downloadVerified(
     if (isAbort(error, options.signal)) throw wrapError(`download ${describe(source)}`, error);
     throw error;
   }
+}
+
+/**
+ * When the downloaded object is a base, apply its chain onto `path` (src/replication/replay.ts): undefined
+ * when it carries no chain. Malformed chain metadata is logged and the base restored alone. A backup key
+ * copied from a base keeps the base's metadata; its chain lives under the key it was made from.
+ */
+async function replayOnto(store: ReplicaStore, info: ObjectInfo, path: string, options: VerifyOptions): Promise<ReplayResult | undefined> {
+  const chain = parseChainMetadata(info.metadata);
+  if (chain.kind === 'none') return undefined;
+  if (chain.kind === 'malformed') {
+    options.log.error(
+      { key: info.key, versionId: info.versionId, reason: chain.reason },
+      'chain metadata is unusable; restoring the base alone',
+    );
+    return undefined;
+  }
+  return replayChain(store, keyOfBackup(info.key), chain.position, path, options);
 }
 
 /** Remove the -wal, -shm and -journal files SQLite may keep beside `dbPath`. */
