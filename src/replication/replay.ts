@@ -38,6 +38,8 @@ export interface ReplayOptions {
   readonly atMs?: number | undefined;
   /** Segments downloading at once (default {@link REPLAY_CONCURRENCY}). */
   readonly concurrency?: number | undefined;
+  /** Larger segments go through a temp file (default {@link SEGMENT_IN_MEMORY_MAX_BYTES}). */
+  readonly inMemoryMaxBytes?: number | undefined;
 }
 
 /** What a replay applied. */
@@ -101,6 +103,7 @@ export async function replayChain(
       pageSize,
       pageCount: Math.floor((await handle.stat()).size / pageSize),
       checksum: position.checksum,
+      written: new Map(),
     };
     let next = 0;
     let bufferedBytes = 0;
@@ -231,7 +234,8 @@ async function fetchSegment(store: ReplicaStore, segment: Listed, dbPath: string
     async (): Promise<Fetched> => {
       const got = await store.get(segment.key, { signal: options.signal });
       if (!got) return { kind: 'absent' };
-      if (segment.sizeBytes <= SEGMENT_IN_MEMORY_MAX_BYTES) return { kind: 'bytes', bytes: await readAll(got.body, segment.key) };
+      if (segment.sizeBytes <= (options.inMemoryMaxBytes ?? SEGMENT_IN_MEMORY_MAX_BYTES))
+        return { kind: 'bytes', bytes: await readAll(got.body, segment.key) };
       const path = tempPathBeside(dbPath, 'segment');
       try {
         await pipeline(got.body, createWriteStream(path), { signal: options.signal });
@@ -252,12 +256,19 @@ interface FileState {
   pageCount: number;
   /** The running database checksum of the file. */
   checksum: bigint;
+  /**
+   * H(p) of pages this replay wrote, so a page changed again (hot pages change in most segments) is not
+   * read back and hashed a second time.
+   */
+  readonly written: Map<number, bigint>;
 }
 
 /** Pages of a segment that passed every check, ready to write. */
 interface Checked {
   readonly header: SegmentHeader;
   readonly postChecksum: bigint;
+  /** H(p) of each new page image, to remember once written. */
+  readonly newHashes: ReadonlyMap<number, bigint>;
   /** For in-memory segments; a file's pages are read again when applied. */
   readonly pages: readonly PageImage[] | undefined;
 }
@@ -274,14 +285,14 @@ async function applySegment(state: FileState, segment: Listed, gen: string, got:
       const decoded = await decodeSegment(got.bytes, expected);
       if (decoded.header.preChecksum !== state.checksum)
         return { stop: mismatch('before', state.checksum, decoded.header.preChecksum), pages: 0 };
-      checked = { header: decoded.header, pages: decoded.pages, postChecksum: await postChecksum(state, decoded.header, decoded.pages) };
+      checked = { header: decoded.header, pages: decoded.pages, ...(await postChecksum(state, decoded.header, decoded.pages)) };
     } else {
       const reader = await readSegment(createReadStream(got.path), expected);
       if (reader.header.preChecksum !== state.checksum) {
         await reader.pages.return();
         return { stop: mismatch('before', state.checksum, reader.header.preChecksum), pages: 0 };
       }
-      checked = { header: reader.header, pages: undefined, postChecksum: await postChecksum(state, reader.header, reader.pages) };
+      checked = { header: reader.header, pages: undefined, ...(await postChecksum(state, reader.header, reader.pages)) };
     }
   } catch (error) {
     if (error instanceof SegmentError) return { stop: `broken segment ${segment.seq}: ${error.message}`, pages: 0 };
@@ -298,6 +309,8 @@ async function applySegment(state: FileState, segment: Listed, gen: string, got:
     written++;
   }
   await state.handle.truncate(header.pageCount * state.pageSize);
+  for (const p of state.written.keys()) if (p > header.pageCount) state.written.delete(p);
+  for (const [p, hash] of checked.newHashes) state.written.set(p, hash);
   state.pageCount = header.pageCount;
   state.checksum = header.postChecksum;
   return { pages: written };
@@ -305,34 +318,37 @@ async function applySegment(state: FileState, segment: Listed, gen: string, got:
 
 /**
  * The database checksum after applying `pages` under `header`, from the file's current (old) pages,
- * without writing anything. Also checks the segment's page size against the database's.
+ * without writing anything, and the new pages' hashes. Also checks the segment's page size.
  */
 async function postChecksum(
   state: FileState,
   header: SegmentHeader,
   pages: Iterable<PageImage> | AsyncIterable<PageImage>,
-): Promise<bigint> {
+): Promise<{ postChecksum: bigint; newHashes: Map<number, bigint> }> {
   if (header.pageSize !== state.pageSize) {
     throw new SegmentError(`its page size ${header.pageSize} differs from the database's ${state.pageSize}`);
   }
   const old = Buffer.allocUnsafe(state.pageSize);
-  const readOld = async (pgno: number): Promise<bigint> => {
+  const hashNow = async (pgno: number): Promise<bigint> => {
+    if (pgno > state.pageCount) return zeroPageHash(pgno, state.pageSize);
+    const known = state.written.get(pgno);
+    if (known !== undefined) return known;
     const { bytesRead } = await state.handle.read(old, 0, state.pageSize, (pgno - 1) * state.pageSize);
     if (bytesRead !== state.pageSize) old.fill(0, bytesRead);
     return pageHash(pgno, old);
   };
   let sum = state.checksum;
   // The size change first: pages cut off leave the sum, pages added join it as zeros (the file's extension).
-  for (let p = header.pageCount + 1; p <= state.pageCount; p++) if (p >= 2) sum ^= await readOld(p);
+  for (let p = header.pageCount + 1; p <= state.pageCount; p++) if (p >= 2) sum ^= await hashNow(p);
   for (let p = state.pageCount + 1; p <= header.pageCount; p++) if (p >= 2) sum ^= zeroPageHash(p, state.pageSize);
+  const newHashes = new Map<number, bigint>();
   for await (const page of pages) {
-    if (page.pgno < 2) continue;
-    const before = page.pgno <= state.pageCount ? await readOld(page.pgno) : zeroPageHash(page.pgno, state.pageSize);
-    sum ^= before ^ pageHash(page.pgno, page.data);
+    const hash = pageHash(page.pgno, page.data);
+    newHashes.set(page.pgno, hash);
+    if (page.pgno >= 2) sum ^= (await hashNow(page.pgno)) ^ hash;
   }
-  return sum;
+  return { postChecksum: sum, newHashes };
 }
-
 /** One line for people: what a replay applied and, when it stopped early, why. */
 export function describeReplay(r: ReplayResult): string {
   const applied =

@@ -6,10 +6,14 @@
  * end the replay at the last good segment, loudly, and the result must be exactly that segment's state.
  */
 import { randomBytes } from 'node:crypto';
+import { closeSync, copyFileSync, openSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { S3Store } from '../../src/replica/s3-store.js';
+import { hashDatabaseFile } from '../../src/replication/checksum.js';
+import { segmentKey } from '../../src/replication/layout.js';
+import { encodeSegmentToBuffer, type SegmentHeader } from '../../src/replication/segment.js';
 import { backupCopy, ChainBuilder, dumpOf, putBytes, samePagesFrom2, type BuiltSegment } from '../helpers/chain.js';
 import { runCli } from '../helpers/cli.js';
 import { createDatabase, integrity, tempDir } from '../helpers/db.js';
@@ -243,6 +247,45 @@ describe('a broken or missing change object ends the replay there, loudly', () =
     );
     await putBytes(chain.store, renamed.key, bytes, chain.dir);
     await expectStoppedAfter(chain, 2, /^checksum mismatch at 6/);
+  });
+});
+
+describe('a chain whose result is not a healthy database', () => {
+  it('falls back to the base alone, logged, and reports why', async () => {
+    const chain = await buildChain(2);
+    await upload(chain, chain.segments.slice(0, 1));
+    // Segment 5: well-formed, checksums right, but it writes garbage over the schema's first table page.
+    const state = chain.segments[0]!.statePath;
+    const broken = join(chain.dir, 'broken.sqlite3');
+    copyFileSync(state, broken);
+    const garbage = randomBytes(4096);
+    const fd = openSync(broken, 'r+');
+    writeSync(fd, garbage, 0, garbage.length, 4096);
+    closeSync(fd);
+    const header: SegmentHeader = {
+      gen: chain.builder.gen,
+      seq: 5,
+      pageSize: 4096,
+      pageCount: statSync(broken).size / 4096,
+      entries: 1,
+      commits: 1,
+      firstCommitMs: Date.now(),
+      lastCommitMs: Date.now(),
+      preChecksum: (await hashDatabaseFile(state)).checksum,
+      postChecksum: (await hashDatabaseFile(broken)).checksum,
+      walSalt1: 0,
+      walSalt2: 0,
+      walFirstFrame: 0,
+      walLastFrame: 0,
+      compressed: false,
+    };
+    const bytes = await encodeSegmentToBuffer(header, [{ pgno: 2, data: garbage }]);
+    await putBytes(chain.store, segmentKey(KEY, { gen: header.gen, seq: 5, lastCommitMs: header.lastCommitMs }), bytes, chain.dir);
+    const { path, chain: applied, stdout } = await download(chain);
+    expect(applied).toMatchObject({ segments: 0, lastSeq: 3 });
+    expect(applied.stoppedBecause).toMatch(/^the chain's result is not a healthy SQLite database/);
+    expect(stdout).toMatch(/"level":"error".*restoring the base alone/);
+    expectStateOf(path, chain, undefined);
   });
 });
 
