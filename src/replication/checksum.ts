@@ -23,10 +23,12 @@ export function isValidPageSize(n: number): boolean {
 
 /** H(p): the page hash. `data` is the whole page image. */
 export function pageHash(pgno: number, data: Uint8Array): bigint {
-  const prefix = Buffer.allocUnsafe(4);
-  prefix.writeUInt32BE(pgno, 0);
-  return createHash('sha256').update(prefix).update(data).digest().readBigUInt64BE(0);
+  pgnoBytes.writeUInt32BE(pgno, 0);
+  return createHash('sha256').update(pgnoBytes).update(data).digest().readBigUInt64BE(0);
 }
+
+/** be32(p), reused: pageHash is synchronous and runs for every page of a restore. */
+const pgnoBytes = Buffer.alloc(4);
 
 const zeroPageHashes = new Map<number, Uint8Array>();
 

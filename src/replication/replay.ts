@@ -9,6 +9,7 @@
  * - a storage failure (after retries) or a local write failure throws: the file is then in an unknown
  *   state and the caller discards it (restore works on a temp file).
  * Several segments download at once (bounded by count and bytes); they are applied in order.
+ * The file is not fsynced here: the caller does (restore fsyncs the whole copy while it checks it).
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -138,7 +139,6 @@ export async function replayChain(
       pages += outcome.pages;
       lastApplied = segment;
     }
-    await handle.sync();
   } finally {
     local.abort();
     await Promise.all(
