@@ -94,11 +94,38 @@ export async function replayChain(
   let lastApplied: Listed | undefined;
   let stoppedBecause = plan.stoppedBecause;
   let stopIndex = plan.segments.length;
+  const finish = (): ReplayResult => {
+    const result: ReplayResult = {
+      gen: position.gen,
+      fromSeq: position.seq,
+      lastSeq: lastApplied?.seq ?? position.seq,
+      lastCommitAt: lastApplied ? new Date(lastApplied.lastCommitMs) : undefined,
+      segments: applied,
+      pages,
+      notApplied: plan.segments.length - stopIndex + plan.beyond,
+      stoppedBecause,
+    };
+    const fields = { ...result, lastCommitAt: result.lastCommitAt?.toISOString(), ms: Date.now() - startedMs };
+    if (stoppedBecause !== undefined) {
+      log.error(
+        fields,
+        `chain replay stopped at seq ${result.lastSeq + 1}: ${stoppedBecause}. Restored generation ${result.gen} through seq ${result.lastSeq}` +
+          `${result.lastCommitAt ? ` (last commit ${result.lastCommitAt.toISOString()})` : ' (the base alone)'}; ` +
+          `seq ${result.lastSeq + 1} and after (${result.notApplied} listed) were not applied`,
+      );
+    } else log.info(fields, 'chain replayed');
+    return result;
+  };
   try {
     const header = Buffer.alloc(100);
     await handle.read(header, 0, 100, 0);
     const pageSize = headerPageSize(header);
-    if (pageSize === undefined) throw new SegmentError(`${dbPath}: the base has no valid page size`);
+    if (pageSize === undefined) {
+      // Not a SQLite file: the integrity check that follows rejects the base itself.
+      stoppedBecause = 'the base has no valid SQLite page size';
+      stopIndex = 0;
+      return finish();
+    }
     const state: FileState = {
       handle,
       pageSize,
@@ -148,26 +175,7 @@ export async function replayChain(
     );
     await handle.close();
   }
-  const result: ReplayResult = {
-    gen: position.gen,
-    fromSeq: position.seq,
-    lastSeq: lastApplied?.seq ?? position.seq,
-    lastCommitAt: lastApplied ? new Date(lastApplied.lastCommitMs) : undefined,
-    segments: applied,
-    pages,
-    notApplied: plan.segments.length - stopIndex + plan.beyond,
-    stoppedBecause,
-  };
-  const fields = { ...result, lastCommitAt: result.lastCommitAt?.toISOString(), ms: Date.now() - startedMs };
-  if (stoppedBecause !== undefined) {
-    log.error(
-      fields,
-      `chain replay stopped at seq ${result.lastSeq + 1}: ${stoppedBecause}. Restored generation ${result.gen} through seq ${result.lastSeq}` +
-        `${result.lastCommitAt ? ` (last commit ${result.lastCommitAt.toISOString()})` : ' (the base alone)'}; ` +
-        `seq ${result.lastSeq + 1} and after (${result.notApplied} listed) were not applied`,
-    );
-  } else log.info(fields, 'chain replayed');
-  return result;
+  return finish();
 }
 
 /** The segments to apply, in order, and why the listing itself ends the chain early (a gap, a duplicate). */
