@@ -305,7 +305,7 @@ describe('point-in-time restore through the chain', () => {
       expect(out.chain.stoppedBecause).toBeUndefined();
       expectStateOf(target, chain, i < 0 ? undefined : chain.segments[i]);
     }
-  });
+  }, 240_000); // five CLI restores in a row: over the default 60 s on a loaded machine
 });
 
 describe('bad objects through the AWS CLI (an independent writer)', () => {
