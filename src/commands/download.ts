@@ -8,6 +8,7 @@ import { DbSyncError, ExitCode } from '../errors.js';
 import { ensureDatabaseDirectory } from '../core/leftovers.js';
 import { recordRestore } from '../core/sync-state.js';
 import { restoreExact, restoreNewestGood } from '../core/restore.js';
+import { describeReplay, replayFields } from '../replication/replay.js';
 import type { CommandContext } from './context.js';
 
 export async function downloadCommand(ctx: CommandContext): Promise<number> {
@@ -58,13 +59,15 @@ export async function downloadCommand(ctx: CommandContext): Promise<number> {
     sha256: restored.sha256,
     checksumVerified: restored.checksumVerified,
     previousKeptAt: restored.previousKeptAt,
+    chain: restored.chain && replayFields(restored.chain),
   };
   ctx.log.info(result, 'database downloaded');
   ctx.print(
     flags.json
       ? JSON.stringify(result)
       : `downloaded ${result.key}${result.versionId ? `@${result.versionId}` : ''} (${result.sizeBytes} bytes) to ${target}` +
-          (result.previousKeptAt ? `; previous file kept at ${result.previousKeptAt}` : ''),
+          (result.previousKeptAt ? `; previous file kept at ${result.previousKeptAt}` : '') +
+          (restored.chain ? `\n  chain: ${describeReplay(restored.chain)}` : ''),
   );
   return ExitCode.Ok;
 }

@@ -14,6 +14,7 @@ import { ensureDatabaseDirectory } from '../core/leftovers.js';
 import { recordRestore } from '../core/sync-state.js';
 import { restoreExact, restoreNewestGood, type RestoreSource } from '../core/restore.js';
 import { DbSyncError, ExitCode } from '../errors.js';
+import { describeReplay, replayFields } from '../replication/replay.js';
 import type { CommandContext } from './context.js';
 
 /** Default target: `DB_LOCAL_PATH.restored.YYYYMMDD_HHMMSS`, a new file beside the live database. */
@@ -44,8 +45,10 @@ export async function restoreCommand(ctx: CommandContext): Promise<number> {
   await ensureDatabaseDirectory(target, log);
   const signal = ctx.shutdown.graceful;
   let source: RestoreSource | undefined;
+  let atMs: number | undefined;
   if (flags.at !== undefined) {
     const at = parseAt(flags.at);
+    atMs = at.getTime();
     const chosen = versionAt(await listCatalog(store, config.key, { log, signal }), at);
     if (!chosen) {
       throw new DbSyncError('NotFound', `no version of ${config.key} is as old as ${at.toISOString()}`, {
@@ -66,6 +69,7 @@ export async function restoreCommand(ctx: CommandContext): Promise<number> {
     log,
     signal,
     keepPrevious: true,
+    atMs,
     onProgress: bar ? (received: number, total: number) => bar.update(received, total) : undefined,
   };
   const restored = await (
@@ -94,13 +98,15 @@ export async function restoreCommand(ctx: CommandContext): Promise<number> {
     sha256: restored.sha256,
     checksumVerified: restored.checksumVerified,
     previousKeptAt: restored.previousKeptAt,
+    chain: restored.chain && replayFields(restored.chain),
   };
   log.info(result, 'restored');
   ctx.print(
     flags.json
       ? JSON.stringify(result)
       : `restored ${result.key}${result.versionId ? `@${result.versionId}` : ''} (stored ${result.storedAt}, ${result.sizeBytes} bytes) to ${target}` +
-          (result.previousKeptAt ? `; previous file kept at ${result.previousKeptAt}` : ''),
+          (result.previousKeptAt ? `; previous file kept at ${result.previousKeptAt}` : '') +
+          (restored.chain ? `\n  chain: ${describeReplay(restored.chain)}` : ''),
   );
   return ExitCode.Ok;
 }

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { downloadVerified, removeSqliteSidecars } from '../core/restore.js';
 import { DbSyncError, ExitCode } from '../errors.js';
 import { removeQuietly } from '../fs-atomic.js';
+import { describeReplay, replayFields } from '../replication/replay.js';
 import type { CommandContext } from './context.js';
 
 export async function verifyCommand(ctx: CommandContext): Promise<number> {
@@ -46,6 +47,7 @@ export async function verifyCommand(ctx: CommandContext): Promise<number> {
     sha256: copy.sha256,
     checksum: copy.checksumVerified ? 'matches metadata' : 'no sha256 in metadata (not written by db-sync)',
     integrityCheck: check === 'full' ? 'PRAGMA integrity_check: ok' : 'opened as SQLite (DB_SYNC_INTEGRITY_CHECK=none)',
+    chain: copy.chain && replayFields(copy.chain),
   };
   log.info(result, 'verified');
   if (ctx.flags.json) ctx.print(JSON.stringify(result));
@@ -54,6 +56,7 @@ export async function verifyCommand(ctx: CommandContext): Promise<number> {
     ctx.print(`  size:      ${result.sizeBytes} bytes`);
     ctx.print(`  sha256:    ${result.sha256} (${result.checksum})`);
     ctx.print(`  integrity: ${result.integrityCheck}`);
+    if (copy.chain) ctx.print(`  chain:     ${describeReplay(copy.chain)}`);
   }
   return ExitCode.Ok;
 }

@@ -52,3 +52,9 @@ export function backupPrefix(key: string): string {
 export function parseBackupKey(key: string, candidate: string): Date | undefined {
   return parseStampedKey(key, 'backup', candidate);
 }
+
+/** The key a backup key was made from (`KEY` of `KEY.backup.YYYYMMDD_HHMMSS`); `candidate` itself when it is no backup key. */
+export function keyOfBackup(candidate: string): string {
+  const m = /^(.+)\.backup\.\d{8}_\d{6}$/.exec(candidate);
+  return m && parseBackupKey(m[1]!, candidate) ? m[1]! : candidate;
+}

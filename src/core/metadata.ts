@@ -15,6 +15,13 @@ export const META_TOOL_VERSION = 'db-sync-version';
  * ran. Together with the sha256 it lets a restore skip re-checking the same bytes (see trustedCheck).
  */
 export const META_CHECKED = 'checked';
+/**
+ * A base's position in its chain of segments (docs/continuous-replication.md): generation id, the last seq
+ * it holds, and the database checksum there. Parsed and written by src/replication/layout.ts.
+ */
+export const META_CHAIN_GEN = 'chain-gen';
+export const META_CHAIN_SEQ = 'chain-seq';
+export const META_CHAIN_CHECKSUM = 'chain-checksum';
 
 /** Who is writing: recorded in metadata and logs. The CLI fills it in from the process. */
 export interface Origin {

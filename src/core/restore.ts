@@ -16,7 +16,9 @@ import { AbortedError, DbSyncError, isAbort, StorageError, toError, wrapError } 
 import { atomicCopyFile, commitTempFile, fsyncFile, removeQuietly, tempPathBeside } from '../fs-atomic.js';
 import type { Logger } from '../logger.js';
 import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
-import { backupPrefix, parseBackupKey } from './backup-key.js';
+import { parseChainMetadata } from '../replication/layout.js';
+import { replayChain, type ReplayResult } from '../replication/replay.js';
+import { backupPrefix, keyOfBackup, parseBackupKey } from './backup-key.js';
 import { checkAlreadyPassed, recordedSha256 } from './metadata.js';
 import { withRetry, type RetryPolicy } from './retry.js';
 import { bothSettled } from './settle.js';
@@ -39,6 +41,10 @@ export interface VerifyOptions {
   readonly policy?: RetryPolicy | undefined;
   /** Called as a download's bytes arrive: received so far, and the object's size (0 when unknown). */
   readonly onProgress?: ((receivedBytes: number, totalBytes: number) => void) | undefined;
+  /** Point in time (Unix ms): a base's chain is applied only through the segments committed by then. */
+  readonly atMs?: number | undefined;
+  /** Set to false to restore a base without its chain (the fallback when the chain's result is unhealthy). */
+  readonly applyChain?: boolean | undefined;
 }
 
 export interface RestoreOptions extends VerifyOptions {
@@ -54,6 +60,8 @@ export interface VerifiedCopy {
   readonly sizeBytes: number;
   /** Whether the object carried a sha256 in its metadata and it matched (objects written by other tools carry none). */
   readonly checksumVerified: boolean;
+  /** The chain applied on top of the object, when it is a base (docs/continuous-replication.md); undefined otherwise. */
+  readonly chain: ReplayResult | undefined;
 }
 
 export interface Restored extends Omit<VerifiedCopy, 'path'> {
@@ -146,11 +154,14 @@ export async function downloadVerified(
     if (expected !== undefined && expected !== sha256) {
       throw problem(`sha256 ${sha256} does not match the recorded ${expected}`);
     }
+    const chain = options.applyChain === false ? undefined : await replayOnto(store, got.info, temp, options);
     // The fsync (writing the copy back to disk) and the check (reading it from the page cache) overlap:
     // about a second saved at 1 GB. Both must succeed before the copy may be installed. The check is
     // skipped when the sha256 proves these are the bytes db-sync checked before uploading them. It throws
     // on a local failure (I/O, no room for its -shm) and answers "not ok" only about the content.
-    const trusted = checkAlreadyPassed(got.info.metadata, options.check, expected !== undefined);
+    // Only for the bytes as downloaded: a chain applied on top makes a file nobody has checked yet.
+    const trusted =
+      (chain === undefined || chain.segments === 0) && checkAlreadyPassed(got.info.metadata, options.check, expected !== undefined);
     let check: CheckResult | undefined;
     try {
       [check] = await bothSettled(
@@ -162,17 +173,50 @@ export async function downloadVerified(
       throw localRestoreError(`check the download of ${describe(source)}`, dirname(target), error);
     }
     await removeSqliteSidecars(temp);
+    if (check && !check.ok && chain !== undefined && chain.segments > 0) {
+      const reason = `the chain's result is not a healthy SQLite database (${check.problems.join('; ')})`;
+      options.log.error({ key: got.info.key, versionId: got.info.versionId, chain, reason }, 'restoring the base alone: ' + reason);
+      await removeQuietly(temp);
+      const alone = await downloadVerified(store, { key: source.key, versionId: got.info.versionId }, target, {
+        ...options,
+        applyChain: false,
+      });
+      return (
+        alone && {
+          ...alone,
+          chain: { ...chain, lastSeq: chain.fromSeq, lastCommitAt: undefined, segments: 0, pages: 0, stoppedBecause: reason },
+        }
+      );
+    }
     if (check && !check.ok) throw problem(`not a healthy SQLite database (${check.problems.join('; ')})`, expected !== undefined);
     if (trusted) {
       options.log.debug({ key: source.key, versionId: got.info.versionId }, 'integrity check skipped: sha256 matches a checked snapshot');
     }
-    return { path: temp, info: got.info, sha256, sizeBytes: got.sizeBytes, checksumVerified: expected !== undefined };
+    return { path: temp, info: got.info, sha256, sizeBytes: got.sizeBytes, checksumVerified: expected !== undefined, chain };
   } catch (error) {
     await removeQuietly(temp);
     await removeSqliteSidecars(temp);
     if (isAbort(error, options.signal)) throw wrapError(`download ${describe(source)}`, error);
     throw error;
   }
+}
+
+/**
+ * When the downloaded object is a base, apply its chain onto `path` (src/replication/replay.ts): undefined
+ * when it carries no chain. Malformed chain metadata is logged and the base restored alone. A backup key
+ * copied from a base keeps the base's metadata; its chain lives under the key it was made from.
+ */
+async function replayOnto(store: ReplicaStore, info: ObjectInfo, path: string, options: VerifyOptions): Promise<ReplayResult | undefined> {
+  const chain = parseChainMetadata(info.metadata);
+  if (chain.kind === 'none') return undefined;
+  if (chain.kind === 'malformed') {
+    options.log.error(
+      { key: info.key, versionId: info.versionId, reason: chain.reason },
+      'chain metadata is unusable; restoring the base alone',
+    );
+    return undefined;
+  }
+  return replayChain(store, keyOfBackup(info.key), chain.position, path, options);
 }
 
 /** Remove the -wal, -shm and -journal files SQLite may keep beside `dbPath`. */

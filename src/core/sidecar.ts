@@ -13,6 +13,7 @@ import { probeConditionalWrites } from './lease-probe.js';
 import { LeaseWaitWatch, type LeaseWaitStatus } from './lease-wait.js';
 import { abortLeftoverUploads, prepareLocalDirectory } from './leftovers.js';
 import { reconcileLocal } from './reconcile.js';
+import { replayFields } from '../replication/replay.js';
 import { restoreNewestGood, type Restored } from './restore.js';
 import { isRetryable, SHORT_RETRY } from './retry.js';
 import { SyncLoop, type FinalSyncResult, type SyncLoopOptions, type SyncStatus } from './sync-loop.js';
@@ -151,6 +152,7 @@ export class Sidecar {
           sizeBytes: restored.sizeBytes,
           sha256: restored.sha256,
           checksumVerified: restored.checksumVerified,
+          chain: restored.chain && replayFields(restored.chain),
           path: dbPath,
         },
         'database restored',

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backupKey, backupPrefix, parseBackupKey } from '../../src/core/backup-key.js';
+import { backupKey, backupPrefix, keyOfBackup, parseBackupKey } from '../../src/core/backup-key.js';
 
 describe('backupKey', () => {
   it('formats KEY.backup.YYYYMMDD_HHMMSS in UTC', () => {
@@ -55,4 +55,15 @@ describe('parseBackupKey', () => {
     expect(parseBackupKey('a.b', 'aXb.backup.20250101_000000')).toBeUndefined();
     expect(parseBackupKey('a.b', 'a.b.backup.20250101_000000')?.toISOString()).toBe('2025-01-01T00:00:00.000Z');
   });
+});
+
+describe('keyOfBackup', () => {
+  it('names the key a backup key was made from (where a copied base finds its chain)', () => {
+    expect(keyOfBackup('prod/app.db.backup.20261202_174501')).toBe('prod/app.db');
+    expect(keyOfBackup('a.backup.b.backup.20261202_174501')).toBe('a.backup.b');
+  });
+  it.each(['prod/app.db', 'app.db.backup.20261302_174501', 'app.db.backup.latest', '.backup.20261202_174501'])(
+    'leaves %s as it is',
+    (key) => expect(keyOfBackup(key)).toBe(key),
+  );
 });

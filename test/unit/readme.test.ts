@@ -4,7 +4,16 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SETTINGS, type Setting } from '../../src/config.js';
 import { ExitCode } from '../../src/errors.js';
-import { META_CHECKED, META_SHA256, META_SNAPSHOT_AT, META_SOURCE_HOST, META_TOOL_VERSION } from '../../src/core/metadata.js';
+import {
+  META_CHAIN_CHECKSUM,
+  META_CHAIN_GEN,
+  META_CHAIN_SEQ,
+  META_CHECKED,
+  META_SHA256,
+  META_SNAPSHOT_AT,
+  META_SOURCE_HOST,
+  META_TOOL_VERSION,
+} from '../../src/core/metadata.js';
 
 const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
 
@@ -22,7 +31,16 @@ describe('README', () => {
   });
 
   it('documents every metadata key', () => {
-    for (const key of [META_SHA256, META_SNAPSHOT_AT, META_SOURCE_HOST, META_TOOL_VERSION, META_CHECKED]) {
+    for (const key of [
+      META_SHA256,
+      META_SNAPSHOT_AT,
+      META_SOURCE_HOST,
+      META_TOOL_VERSION,
+      META_CHECKED,
+      META_CHAIN_GEN,
+      META_CHAIN_SEQ,
+      META_CHAIN_CHECKSUM,
+    ]) {
       expect(readme).toContain(`| \`${key}\` |`);
     }
   });
