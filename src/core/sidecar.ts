@@ -97,14 +97,29 @@ export class Sidecar {
    * @throws on errors retrying cannot fix (credentials, permissions, every copy corrupt), or AbortedError.
    */
   async prepare(signal: AbortSignal): Promise<PrepareResult> {
+    const result = await this.prepareDatabase(signal);
+    try {
+      // After the database is in place, so the first thing an unreachable store is reported for is the
+      // restore itself; before ready, so `required` still refuses to start. The unfenced store: reading
+      // bucket settings needs no lease. Under the restore deadline, retried as for the restore.
+      const check = this.sidecarOptions.versioningCheck ?? 'off';
+      this.versioning = await this.untilReachable(signal, (s) =>
+        checkVersioning(this.sidecarOptions.store, check, { log: this.options.log, signal: s }),
+      );
+      return result;
+    } catch (error) {
+      this.phaseValue = 'failed';
+      await this.releaseLease();
+      throw isAbort(error, signal) ? wrapError('restore', error) : error;
+    }
+  }
+
+  private async prepareDatabase(signal: AbortSignal): Promise<PrepareResult> {
     const { store, key, dbPath, log } = this.options;
     try {
       await this.takeLease(signal);
       this.phaseValue = 'restoring';
       this.restoringSinceMs = performance.now();
-      // The unfenced store: reading bucket settings needs no lease. Retried as for the restore.
-      const check = this.sidecarOptions.versioningCheck ?? 'off';
-      this.versioning = await this.untilReachable(signal, (s) => checkVersioning(this.sidecarOptions.store, check, { log, signal: s }));
       // The single writer now: what a killed predecessor left (temp files, multipart uploads) is garbage.
       await prepareLocalDirectory(dbPath, log);
       await abortLeftoverUploads(this.sidecarOptions.store, key, log, signal);

@@ -207,7 +207,11 @@ async function rollbackCopy(source, task) {
     sharedLockMs = performance.now() - locked;
   }
   const version = String(source.prepare('SELECT sqlite_version() AS v').get().v).split('.').map(Number);
-  writeBackupHeader(task.destination, pageSize, pageCount, version[0] * 1000000 + version[1] * 1000 + (version[2] || 0));
+  // An empty database (a 0-byte file) has no header to rewrite: the copy stays 0 bytes, which SQLite opens as
+  // an empty database, as it does the source. Writing a header into it would make it "not a database".
+  if (pageCount > 0) {
+    writeBackupHeader(task.destination, pageSize, pageCount, version[0] * 1000000 + version[1] * 1000 + (version[2] || 0));
+  }
   return { sharedLockMs: Math.round(sharedLockMs), rewrittenBytes };
 }
 

@@ -307,15 +307,18 @@ export function describeConditionalContract(name: string, makeStore: () => Promi
       const creates = await Promise.all(
         Array.from({ length: 6 }, (_, i) => failure(store.putBytes(key, bytes(`create ${i}`), { ifNoneMatch: true }))),
       );
-      expect(creates.filter((r) => r instanceof PreconditionFailedError)).toHaveLength(5);
+      // Exactly one wins. Each conditional write is sent once (the lease's own loop retries), so under load a
+      // loser may see a transient, retryable failure instead of the 412: never a second success, never anything else.
+      const lost = (r: unknown): boolean => r instanceof PreconditionFailedError || (r instanceof StorageError && r.retryable);
       expect(creates.filter((r) => r === 'succeeded')).toHaveLength(1);
+      expect(creates.filter((r) => r !== 'succeeded' && !lost(r))).toEqual([]);
 
       const base = (await store.getBytes(key))?.etag ?? '';
       const replaces = await Promise.all(
         Array.from({ length: 6 }, (_, i) => failure(store.putBytes(key, bytes(`replace ${i}`), { ifMatch: base }))),
       );
       expect(replaces.filter((r) => r === 'succeeded')).toHaveLength(1);
-      expect(replaces.filter((r) => r instanceof PreconditionFailedError)).toHaveLength(5);
+      expect(replaces.filter((r) => r !== 'succeeded' && !lost(r))).toEqual([]);
     });
 
     it('rejects conditional writes whose signal has fired, and changes nothing', async () => {

@@ -159,7 +159,9 @@ describe('a local failure is not a corrupt remote (issue 12.2)', () => {
     // Room for the 64 KiB download, not for the 32 KiB -shm the read-only check of a WAL database needs.
     writeFileSync(join(volume, 'filler'), Buffer.alloc(152 * 1024));
     const db = join(volume, 'db.sqlite3');
-    const { code, daemon } = await runUntilReady({ ...env, DB_LOCAL_PATH: db });
+    // `full`: the check runs whatever the metadata says (with `quick`, a copy whose sha256 proves it is the
+    // checked snapshot is not re-checked, and no -shm is needed at all).
+    const { code, daemon } = await runUntilReady({ ...env, DB_LOCAL_PATH: db, DB_SYNC_INTEGRITY_CHECK: 'full' });
     expect(code, daemon.stdout()).toBe(7);
     expect(daemon.stderr()).toMatch(/SQLITE_IOERR_SHMSIZE/);
     expect(daemon.stderr()).toContain(volume);
