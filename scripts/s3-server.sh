@@ -419,8 +419,9 @@ cmd_start() {
   wait_for "radosgw to answer on $ENDPOINT" "$STEP_TIMEOUT" radosgw rgw_answers
 
   log "creating S3 user '$RGW_UID'"
+  # Every test makes its own bucket: RGW's default cap of 1,000 buckets per user (TooManyBuckets) is lifted.
   radosgw-admin -c "$CONF" user create --uid "$RGW_UID" --display-name "db-sync tests" \
-    --access-key "$ACCESS_KEY" --secret "$SECRET_KEY" >>"$SETUP_LOG" 2>&1
+    --access-key "$ACCESS_KEY" --secret "$SECRET_KEY" --max-buckets 100000 >>"$SETUP_LOG" 2>&1
 
   log "warming up (bucket '$WARMUP_BUCKET', an object, a multipart upload)"
   wait_for "the warm-up requests" 60 radosgw warm_up

@@ -1,9 +1,9 @@
 /**
  * {@link ReplicaStore} on S3 or any S3-compatible server (MinIO, R2, Ceph RGW, LocalStack).
  *
- * Uploads stream from the file through `@aws-sdk/lib-storage`: a file that fits one part is a plain
- * PutObject, larger ones are multipart with at most `queueSize × partSize` bytes in memory, whatever the
- * database size. A failed or aborted multipart upload is aborted on the server, so S3 keeps the previous
+ * Uploads go through `s3-upload.ts`: a file that fits one part is a plain PutObject, larger ones are
+ * multipart from a fixed pool of part buffers (or parts copied server-side from the previous version),
+ * whatever the database size. A failed or aborted multipart upload is aborted on the server, so S3 keeps the previous
  * complete object and no parts linger (the bucket lifecycle rule catches what a SIGKILL leaves).
  */
 import { stat } from 'node:fs/promises';

@@ -53,6 +53,13 @@ class CountingStore implements ReplicaStore {
     return this.inner.get(key, options);
   }
   put(key: string, sourcePath: string, options: PutOptions): Promise<ObjectInfo> {
+    return this.write(options, () => this.inner.put(key, sourcePath, options));
+  }
+  putFromPrevious(key: string, sourcePath: string, options: PutFromPreviousOptions): Promise<PutFromPreviousResult> {
+    return this.write(options, () => this.inner.putFromPrevious(key, sourcePath, options));
+  }
+  /** Counts an upload (either kind: the loop uses both), and holds or fails it as told. */
+  private write<T>(options: { signal?: AbortSignal | undefined }, send: () => Promise<T>): Promise<T> {
     this.puts += 1;
     if (this.holdNextPut) {
       this.holdNextPut = false;
@@ -60,11 +67,7 @@ class CountingStore implements ReplicaStore {
         options.signal?.addEventListener('abort', () => reject(new Error('upload cancelled')), { once: true }),
       );
     }
-    return this.failPut ? Promise.reject(this.failPut) : this.inner.put(key, sourcePath, options);
-  }
-  putFromPrevious(key: string, sourcePath: string, options: PutFromPreviousOptions): Promise<PutFromPreviousResult> {
-    this.puts += 1;
-    return this.failPut ? Promise.reject(this.failPut) : this.inner.putFromPrevious(key, sourcePath, options);
+    return this.failPut ? Promise.reject(this.failPut) : send();
   }
   download(key: string, path: string, options?: DownloadOptions): Promise<Downloaded | null> {
     return this.inner.download(key, path, options);
