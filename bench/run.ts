@@ -42,9 +42,24 @@ const USAGE = `usage: tsx bench/run.ts [--quick] [--sections ${SECTIONS.join(','
   [--network aws [--net-conn-mbps 85] [--net-latency-ms 50] [--net-total-mbps 300]]
                every tool talks to S3 through the network model (bench/lib/netmodel.ts); a full run
                writes bench/results-NAME.json and the side-by-side section of RESULTS.md
-  [--render]   only re-render RESULTS.md (targets included) from the results*.json in --out (default bench/)`;
+  [--render]   only re-render RESULTS.md (targets included) from the results*.json in --out (default bench/)
+  [--merge-into DIR]
+               after a run of some sections, put its figures for those sections (idle, risk, writer,
+               rollback, params) into DIR/results.json with this run's command, date and load, and
+               re-render DIR/RESULTS.md; the other sections' committed figures stay`;
 
-function parseOptions(argv: string[]): { opts: Options; out: string | undefined; render: boolean } {
+/** RESULTS.md lines after this one are written by hand and kept when the file is re-rendered. */
+const KEEP_MARKER = '<!-- Sections below this line are written by hand; --render and --merge-into keep them. -->';
+
+/** Sections whose figures live at the top level of results.json, so a narrower run can replace them alone. */
+const MERGEABLE = ['idle', 'risk', 'writer', 'rollback', 'params'] as const;
+
+function parseOptions(argv: string[]): {
+  opts: Options;
+  out: string | undefined;
+  render: boolean;
+  mergeInto: string | undefined;
+} {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -65,6 +80,7 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
       'keep-work': { type: 'boolean', default: false },
       'reuse-dbs': { type: 'boolean', default: false },
       render: { type: 'boolean', default: false },
+      'merge-into': { type: 'string' },
       network: { type: 'string' },
       'net-conn-mbps': { type: 'string' },
       'net-latency-ms': { type: 'string' },
@@ -133,7 +149,9 @@ function parseOptions(argv: string[]): { opts: Options; out: string | undefined;
         ? [10]
         : [200, 1000],
   };
-  return { opts, out: values.out, render: values.render ?? false };
+  if (values['merge-into'] !== undefined && (network || values.network === LOOPBACK))
+    throw new Error(`--merge-into merges loopback figures into results.json; not with --network\n${USAGE}`);
+  return { opts, out: values.out, render: values.render ?? false, mergeInto: values['merge-into'] };
 }
 
 /** Refuse to start without the tools and the disk space the run needs. */
@@ -158,13 +176,13 @@ function preflight(opts: Options, work: string): void {
 }
 
 async function main(): Promise<void> {
-  const { opts, out: outArg, render } = parseOptions(process.argv.slice(2));
+  const { opts, out: outArg, render, mergeInto } = parseOptions(process.argv.slice(2));
   if (render) {
     const dir = outArg ?? join(ROOT, 'bench');
     const saved = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as Results;
     saved.targets = evaluateTargets(saved);
     await writeJson(join(dir, 'results.json'), saved);
-    writeFileSync(join(dir, 'RESULTS.md'), renderResults(dir, saved));
+    writeResultsMd(dir, renderResults(dir, saved));
     process.stderr.write(`[bench] re-rendered ${join(dir, 'RESULTS.md')}\n`);
     return;
   }
@@ -282,7 +300,8 @@ async function main(): Promise<void> {
   };
   final.targets = evaluateTargets(final);
   await writeJson(resultsFile, final);
-  writeFileSync(join(outDir, 'RESULTS.md'), renderResults(outDir, resultsName ? undefined : final));
+  writeResultsMd(outDir, renderResults(outDir, resultsName ? undefined : final));
+  if (mergeInto) await mergeSections(mergeInto, final, opts.sections);
   ctx.log(`load average after: ${loadAfter.join(' ')}`);
   ctx.log(`wrote ${relative(process.cwd(), join(outDir, 'RESULTS.md'))} and ${relative(process.cwd(), resultsFile)}`);
   for (const t of final.targets) ctx.log(`target ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured}`);
@@ -307,6 +326,37 @@ function renderResults(dir: string, loopback?: Results): string {
     .sort()
     .map(read);
   return renderMarkdown(base, modelled, existsSync(join(dir, companion)) ? read(companion) : undefined);
+}
+
+/**
+ * Put `run`'s figures for `sections` into `dir`/results.json, each marked with the run that measured it
+ * (command, date, load: RESULTS.md says so above the section), recompute the targets and re-render
+ * `dir`/RESULTS.md. Sections `run` did not measure keep their committed figures.
+ */
+async function mergeSections(dir: string, run: Results, sections: readonly Section[]): Promise<void> {
+  const file = join(dir, 'results.json');
+  const saved = JSON.parse(readFileSync(file, 'utf8')) as Results;
+  const merged: Results = { ...saved, sectionRuns: { ...saved.sectionRuns } };
+  const taken: string[] = [];
+  for (const name of MERGEABLE) {
+    const figures = run[name];
+    if (!sections.includes(name) || figures === undefined) continue;
+    (merged as unknown as Record<string, unknown>)[name] = figures;
+    (merged.sectionRuns as NonNullable<Results['sectionRuns']>)[name] = { date: run.date, command: run.command, load: run.load };
+    taken.push(name);
+  }
+  merged.targets = evaluateTargets(merged);
+  await writeJson(file, merged);
+  writeResultsMd(dir, renderResults(dir, merged));
+  process.stderr.write(`[bench] merged ${taken.join(', ') || 'nothing'} into ${file} and re-rendered ${join(dir, 'RESULTS.md')}\n`);
+}
+
+/** Write `dir`/RESULTS.md, keeping what the current one holds after {@link KEEP_MARKER} (hand-written sections). */
+function writeResultsMd(dir: string, rendered: string): void {
+  const path = join(dir, 'RESULTS.md');
+  const old = existsSync(path) ? readFileSync(path, 'utf8') : '';
+  const at = old.indexOf(KEEP_MARKER);
+  writeFileSync(path, at < 0 ? rendered : `${rendered.trimEnd()}\n\n${old.slice(at)}`);
 }
 
 /** Write `value` as JSON formatted the way the repository's Prettier config wants it (`npm run lint` checks it). */

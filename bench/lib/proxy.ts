@@ -62,6 +62,13 @@ export interface CountedRequest {
   readonly at: number;
   readonly op: Operation;
   readonly status: number;
+  /** The key names a db-sync change object (`KEY.db-sync/<gen>/…`): a segment, not a base of `KEY`. */
+  readonly segment: boolean;
+}
+
+/** db-sync's change objects live under `KEY.db-sync/` (docs/continuous-replication.md, "S3 layout"). */
+function isSegmentPath(url: string): boolean {
+  return new URL(url, 'http://proxy').pathname.includes('.db-sync/');
 }
 
 export interface CountingProxy {
@@ -69,6 +76,8 @@ export interface CountingProxy {
   readonly requests: CountedRequest[];
   /** Counts by operation of the requests made at or after `since` (epoch ms) and before `until`. */
   counts(since?: number, until?: number): Partial<Record<Operation, number>>;
+  /** Of those, the requests whose key is a db-sync segment, by operation. */
+  segmentCounts(since?: number, until?: number): Partial<Record<Operation, number>>;
   close(): Promise<void>;
 }
 
@@ -77,13 +86,14 @@ export async function startProxy(target: string): Promise<CountingProxy> {
   const requests: CountedRequest[] = [];
   const server: Server = createServer((req, res) => {
     const op = classify(req.method ?? 'GET', req.url ?? '/', req.headers);
+    const segment = isSegmentPath(req.url ?? '/');
     const upstream = request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
-      requests.push({ at: Date.now(), op, status: up.statusCode ?? 0 });
+      requests.push({ at: Date.now(), op, status: up.statusCode ?? 0, segment });
       res.writeHead(up.statusCode ?? 502, up.headers);
       up.pipe(res);
     });
     upstream.on('error', (error) => {
-      requests.push({ at: Date.now(), op, status: 502 });
+      requests.push({ at: Date.now(), op, status: 502, segment });
       if (!res.headersSent) res.writeHead(502);
       res.end(String(error));
     });
@@ -92,14 +102,16 @@ export async function startProxy(target: string): Promise<CountingProxy> {
   server.keepAliveTimeout = 60_000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
+  const count = (since: number, until: number, keep: (r: CountedRequest) => boolean): Partial<Record<Operation, number>> => {
+    const out: Partial<Record<Operation, number>> = {};
+    for (const r of requests) if (r.at >= since && r.at < until && keep(r)) out[r.op] = (out[r.op] ?? 0) + 1;
+    return out;
+  };
   return {
     endpoint: `http://127.0.0.1:${port}`,
     requests,
-    counts(since = 0, until = Number.POSITIVE_INFINITY) {
-      const out: Partial<Record<Operation, number>> = {};
-      for (const r of requests) if (r.at >= since && r.at < until) out[r.op] = (out[r.op] ?? 0) + 1;
-      return out;
-    },
+    counts: (since = 0, until = Number.POSITIVE_INFINITY) => count(since, until, () => true),
+    segmentCounts: (since = 0, until = Number.POSITIVE_INFINITY) => count(since, until, (r) => r.segment),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

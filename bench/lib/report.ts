@@ -1,12 +1,14 @@
 /** The benchmark's outputs: results.json (everything) and RESULTS.md (tables, targets, what limits them). */
 import type { IdleResult } from '../sections/idle.js';
 import { networkBoundS, RANGE_BYTES, type DownloadRow, type ParamsResult, type UploadRow } from '../sections/params.js';
-import type { RiskResult } from '../sections/risk.js';
+import { CONTINUOUS_LABEL, type RiskResult } from '../sections/risk.js';
 import type { SizeResult, TransferResult, ToolResult } from '../sections/transfer.js';
 import type { RollbackWriterResult } from '../sections/rollback-writer.js';
 import type { WriterImpactResult } from '../sections/writer-impact.js';
 import type { Machine, Versions } from './machine.js';
+import { replicationCostTables, replicationTargets } from './report-replication.js';
 import { BYTES_PER_MB, describeModel, type NetworkModel } from './netmodel.js';
+import { median } from './stats.js';
 
 export interface LoadInfo {
   /** 1, 5 and 15 minute load averages. */
@@ -169,14 +171,16 @@ export function evaluateTargets(r: Results): Target[] {
       });
     }
   }
-  const idle = r.idle?.scenarios['db-sync, idle'];
+  // Continuous replication is the default for a WAL database; results from before it name the scenario 'db-sync, idle'.
+  const idle = r.idle?.scenarios['db-sync (continuous), idle'] ?? r.idle?.scenarios['db-sync, idle'];
   if (idle) {
     targets.push({
       name: 'Requests per hour while idle (db-sync defaults, lease off: RGW fails the lease probe in a versioned bucket)',
       target: '0 PUT and 0 LIST',
       measured: `PUT ${idle.perHour.PUT}, LIST ${idle.perHour.LIST}, GET ${idle.perHour.GET}, HEAD ${idle.perHour.HEAD}`,
       met: idle.perHour.PUT === 0 && idle.perHour.LIST === 0,
-      limits: 'an unchanged database (PRAGMA data_version + stat fingerprint) costs no snapshot and no request',
+      limits:
+        'an unchanged database (PRAGMA data_version + stat fingerprint) costs no snapshot and no request; continuous replication reads nothing while the WAL is unchanged',
     });
   }
   const lease = r.idle?.scenarios['db-sync + lease, idle'];
@@ -189,6 +193,7 @@ export function evaluateTargets(r: Results): Target[] {
       limits: `one conditional PUT per lease renewal, every TTL/3 (TTL ${r.idle?.leaseTtl}), whether or not anything changed (README: "Cost")`,
     });
   }
+  targets.push(...replicationTargets(r.idle, r.risk));
   return targets;
 }
 
@@ -364,47 +369,62 @@ function renderRun(r: Results): string {
   }
   if (r.idle) {
     const i = r.idle;
+    const perLoad = i.rate !== undefined;
     out.push(
-      '## 5. Idle cost: S3 requests per hour',
+      perLoad ? '## 5. Request cost: S3 requests per hour, idle and under writes' : '## 5. Idle cost: S3 requests per hour',
       '',
-      `Counted by a proxy in front of the S3 server, one per tool, over the same ${i.windowS} s window (${(i.windowS / 60).toFixed(1)} min; scaled to one hour, so a request that happens once per ${i.windowS} s counts ${f(3600 / i.windowS, 1)} times). ${i.sizeMB} MB database; the app keeps its connection open. Start-up requests are excluded (db-sync starts already in sync; Litestream after its first snapshot). db-sync at its default interval (${i.dbSyncInterval}), Litestream at its defaults (1 s sync interval). "1 write/min": one INSERT a minute, the first 30 s into the window. "+ lease": db-sync's single-writer lease in an unversioned lease bucket, TTL ${i.leaseTtl} (the default).`,
+      ...sectionRunNote(r, 'idle'),
+      `Counted by a proxy in front of the S3 server, one per tool, over the same ${i.windowS} s window (${(i.windowS / 60).toFixed(1)} min; scaled to one hour, so a request that happens once per ${i.windowS} s counts ${f(3600 / i.windowS, 1)} times). ${i.sizeMB} MB database; the app keeps its connection open. Start-up requests are excluded (db-sync starts already in sync; Litestream after its first snapshot). ` +
+        (perLoad
+          ? `**db-sync (continuous)**: db-sync at its defaults, which for this WAL database means continuous replication (segments about every second of commits, bases between). **db-sync (interval)**: \`DB_SYNC_CONTINUOUS=off\`, snapshots at the default interval (${i.dbSyncInterval}). `
+          : `db-sync at its default interval (${i.dbSyncInterval}). `) +
+        `Litestream at its defaults (1 s sync interval). "1 write/min": one INSERT a minute, the first 30 s into the window.${perLoad ? ` "${i.rate} writes/s": a separate process inserting one row per transaction for the whole window.` : ''} "+ lease": db-sync's single-writer lease in an unversioned lease bucket, TTL ${i.leaseTtl} (the default).`,
       '',
-      '| scenario | writes | PUT/h | LIST/h | GET/h | HEAD/h | DELETE/h | by operation (per hour) |',
-      '|---|---:|---:|---:|---:|---:|---:|---|',
+      '| scenario | writes | PUT/h | LIST/h | GET/h | HEAD/h | DELETE/h | peak RSS MB | CPU s | by operation (per hour) |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     );
     for (const [name, s] of Object.entries(i.scenarios)) {
       if (!s) continue;
       if (s.error) {
-        out.push(`| ${name} | – | – | – | – | – | – | did not start: ${s.error.replace(/\|/g, '/').slice(0, 200)} |`);
+        out.push(`| ${name} | – | – | – | – | – | – | – | – | did not start: ${s.error.replace(/\|/g, '/').slice(0, 200)} |`);
         continue;
       }
       const ops = Object.entries(s.perHourByOp)
         .map(([op, n]) => `${op} ${n}`)
         .join(', ');
       out.push(
-        `| ${name} | ${s.writes} | ${s.perHour.PUT} | ${s.perHour.LIST} | ${s.perHour.GET} | ${s.perHour.HEAD} | ${s.perHour.DELETE} | ${ops || 'none'} |`,
+        `| ${name} | ${s.writes} | ${s.perHour.PUT} | ${s.perHour.LIST} | ${s.perHour.GET} | ${s.perHour.HEAD} | ${s.perHour.DELETE} | ${f(s.usage?.maxRssMB, 0)} | ${f(s.usage?.cpuS, 1)} | ${ops || 'none'}${s.note ? ` (${s.note})` : ''} |`,
       );
     }
-    out.push('');
+    out.push('', ...replicationCostTables(i));
   }
   if (r.risk) {
     const k = r.risk;
+    const continuous = k.scenarios.some((x) => x.label === CONTINUOUS_LABEL);
     out.push(
       '## 6. Data at risk after SIGKILL',
       '',
-      `The app inserts ${k.rate} rows/s into a ${k.sizeMB} MB database; the sync tool is SIGKILLed some seconds after the writer started (varied per run); then the database is restored from S3 (\`aws s3 cp\` of db-sync's key, \`litestream restore\`) and the rows committed before the kill but missing are counted.`,
+      ...sectionRunNote(r, 'risk'),
+      `The app inserts ${k.rate} rows/s into a ${k.sizeMB} MB database; the sync tool is SIGKILLed some seconds after the writer started (varied per run); then the database is restored from S3 and the rows committed before the kill but missing are counted. ` +
+        (continuous
+          ? "db-sync's copy is restored with `db-sync download` (the newest base, then its chain of segments replayed), Litestream's with `litestream restore`. **db-sync, continuous (default)**: db-sync at its defaults (continuous replication on for the WAL database); the interval rows run with `DB_SYNC_CONTINUOUS=off`."
+          : "Restored with `aws s3 cp` of db-sync's key and `litestream restore`."),
       '',
-      '| tool | interval | runs (killed after s: lost/committed) | median rows lost | median seconds of writes lost | worst |',
-      '|---|---|---|---:|---:|---:|',
+      '| tool | interval | runs (killed after s: lost/committed) | median rows lost | median seconds of writes lost | worst | peak RSS MB (median) |',
+      '|---|---|---|---:|---:|---:|---:|',
     );
     for (const s of k.scenarios) {
+      const rss = s.runs.flatMap((x) => (x.usage ? [x.usage.maxRssMB] : []));
       out.push(
-        `| ${s.label} | ${s.interval} | ${s.runs.map((x) => `${x.killAfterS}: ${x.lost}/${x.committed}`).join('; ')} | ${s.medianLost} | ${f(s.medianLostSeconds, 1)} | ${s.maxLost} |`,
+        `| ${s.label} | ${s.interval} | ${s.runs.map((x) => `${x.killAfterS}: ${x.lost}/${x.committed}`).join('; ')} | ${s.medianLost} | ${f(s.medianLostSeconds, 1)} | ${s.maxLost} | ${rss.length ? f(median(rss), 0) : '–'} |`,
       );
     }
     out.push(
       '',
-      "db-sync's window of loss is up to one interval plus one snapshot + upload (a write just after a snapshot started waits for the next one); at the default 5 min that is everything since the last upload. Litestream's is about its 1 s sync interval.",
+      (continuous
+        ? 'With continuous replication a commit is at risk until its segment is sealed (at most `DB_SYNC_SEGMENT_INTERVAL`, 1 s, after it was read from the WAL, which happens every 200 ms) and its PUT has finished. '
+        : '') +
+        "In interval mode db-sync's window of loss is up to one interval plus one snapshot + upload (a write just after a snapshot started waits for the next one); at the default 5 min that is everything since the last upload. Litestream's is about its 1 s sync interval.",
       '',
     );
   }

@@ -3,10 +3,15 @@
  * (the writer keeps going, as an app would until its own end). Then the database is restored from S3 and
  * the rows that were committed before the kill but are missing from the restored copy are counted.
  *
- * db-sync at its default interval (5 min) and at a short one, and Litestream (1 s sync interval). The kill
- * comes at a different moment in each run (`killAfterS`, cycled), since what is lost depends on where in
- * its cycle the tool was. db-sync at its default interval runs once: within the window it has not synced
- * yet, so it loses everything since its start (up to one interval of writes, by design).
+ * db-sync at its defaults (continuous replication on for a WAL database: a segment of commits shipped
+ * about every second), db-sync with continuous replication off (`DB_SYNC_CONTINUOUS=off`: interval snapshots)
+ * at its default interval (5 min) and at a short one, and Litestream (1 s sync interval). The kill comes at
+ * a different moment in each run (`killAfterS`, cycled), since what is lost depends on where in its cycle
+ * the tool was. db-sync at its default interval runs once: within the window it has not synced yet, so it
+ * loses everything since its start (up to one interval of writes, by design).
+ *
+ * db-sync's copy is restored with `db-sync download` (the base, then its chain of segments replayed, as
+ * every restore does); Litestream's with `litestream restore`.
  */
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,7 +19,7 @@ import { startWriter } from '../lib/app-writer.js';
 import { copyDb, countRows, type Context } from '../lib/context.js';
 import * as dbsync from '../lib/dbsync.js';
 import { LITESTREAM_BIN, waitForSnapshot, writeConfig } from '../lib/litestream.js';
-import { run, startMeasured, type Measured } from '../lib/proc.js';
+import { run, runMeasured, startMeasured, type Measured, type Usage } from '../lib/proc.js';
 import { createBucket, s3Env } from '../lib/s3.js';
 import { median, round } from '../lib/stats.js';
 
@@ -26,6 +31,10 @@ export interface RiskRun {
   readonly lost: number;
   /** `lost` in seconds of writes at the writer's rate. */
   readonly lostSeconds: number;
+  /** The sync tool under GNU time, from start to the SIGKILL. */
+  readonly usage?: Usage;
+  /** db-sync: the chain the restore replayed (`chain` of its "database downloaded" log line), if any. */
+  readonly chain?: Record<string, unknown>;
 }
 
 export interface RiskScenario {
@@ -43,26 +52,40 @@ export interface RiskResult {
   readonly scenarios: RiskScenario[];
 }
 
-type Tool = { kind: 'db-sync'; interval?: string } | { kind: 'litestream' };
+/** db-sync with `env` on top of its defaults (continuous replication on unless `env` turns it off), or Litestream. */
+type Tool = { kind: 'db-sync'; interval?: string; env: NodeJS.ProcessEnv } | { kind: 'litestream' };
+
+/** Interval snapshots only: what the interval scenarios' labels say, whatever the default becomes. */
+const CONTINUOUS_OFF = { DB_SYNC_CONTINUOUS: 'off' } as const;
+
+/** The continuous scenario's label (the report looks it up). */
+export const CONTINUOUS_LABEL = 'db-sync, continuous (default)';
 
 export async function dataAtRisk(ctx: Context): Promise<RiskResult> {
   const { rate, riskSizeMB: sizeMB, shortInterval, killAfterS, killAfterDefaultS, runs } = ctx.opts;
   const bucket = `risk-${Date.now().toString(36)}`;
   await createBucket(ctx.s3, bucket);
+  const cycled = Array.from({ length: runs }, (_, i) => killAfterS[i % killAfterS.length] as number);
   const plans: Array<{ label: string; interval: string; tool: Tool; kills: number[] }> = [
-    { label: 'db-sync, default interval', interval: '5m', tool: { kind: 'db-sync' }, kills: [killAfterDefaultS] },
+    {
+      label: CONTINUOUS_LABEL,
+      interval: '1s segments (DB_SYNC_SEGMENT_INTERVAL default)',
+      tool: { kind: 'db-sync', env: {} },
+      kills: cycled,
+    },
+    {
+      label: 'db-sync, default interval',
+      interval: '5m, DB_SYNC_CONTINUOUS=off',
+      tool: { kind: 'db-sync', env: CONTINUOUS_OFF },
+      kills: [killAfterDefaultS],
+    },
     {
       label: `db-sync, ${shortInterval} interval`,
-      interval: shortInterval,
-      tool: { kind: 'db-sync', interval: shortInterval },
-      kills: Array.from({ length: runs }, (_, i) => killAfterS[i % killAfterS.length] as number),
+      interval: `${shortInterval}, DB_SYNC_CONTINUOUS=off`,
+      tool: { kind: 'db-sync', interval: shortInterval, env: CONTINUOUS_OFF },
+      kills: cycled,
     },
-    {
-      label: 'litestream',
-      interval: '1s (sync-interval)',
-      tool: { kind: 'litestream' },
-      kills: Array.from({ length: runs }, (_, i) => killAfterS[i % killAfterS.length] as number),
-    },
+    { label: 'litestream', interval: '1s (sync-interval)', tool: { kind: 'litestream' }, kills: cycled },
   ];
   const scenarios: RiskScenario[] = [];
   for (const plan of plans) {
@@ -71,7 +94,9 @@ export async function dataAtRisk(ctx: Context): Promise<RiskResult> {
       const r = await oneRun(ctx, bucket, plan.tool, kill, `${plan.label.replace(/\W+/g, '-')}-r${i}`);
       results.push(r);
       ctx.log(
-        `risk ${plan.label} run ${i + 1}/${plan.kills.length}: killed after ${kill} s, ${r.lost} of ${r.committed} committed rows not in S3`,
+        `risk ${plan.label} run ${i + 1}/${plan.kills.length}: killed after ${kill} s, ${r.lost} of ${r.committed} committed rows not in S3` +
+          (r.usage ? `; peak RSS ${r.usage.maxRssMB.toFixed(0)} MB` : '') +
+          (r.chain ? `; chain ${JSON.stringify(r.chain)}` : ''),
       );
     }
     scenarios.push({
@@ -98,7 +123,7 @@ async function oneRun(ctx: Context, bucket: string, tool: Tool, killAfterS: numb
   const config = join(ctx.work, `risk-${tag}.yml`);
   let proc: Measured;
   if (tool.kind === 'db-sync') {
-    const target = { bucket, key, dbPath, ...(tool.interval ? { interval: tool.interval } : {}) };
+    const target = { bucket, key, dbPath, env: tool.env, ...(tool.interval ? { interval: tool.interval } : {}) };
     await dbsync.upload(ctx.info, target, log);
     const daemon = await dbsync.startDaemon(ctx.info, target, log);
     proc = daemon.proc;
@@ -112,21 +137,30 @@ async function oneRun(ctx: Context, bucket: string, tool: Tool, killAfterS: numb
   await sleep(killAfterS * 1000);
   const killedAt = performance.timeOrigin + performance.now();
   proc.signal('SIGKILL');
-  await proc.done;
+  const usage = await proc.done;
   await sleep(1_000);
   writer.stop();
   const w = await writer.done;
   const committedIds = w.ids.filter((_, i) => (w.doneAt[i] as number) <= killedAt);
   const maxCommitted = committedIds.length ? Math.max(...committedIds) : baseline;
   const restored = ctx.scratch(`risk-${tag}-restored.sqlite3`);
+  let chain: Record<string, unknown> | undefined;
   if (tool.kind === 'db-sync') {
-    await run('/usr/bin/aws', ['s3', 'cp', `s3://${bucket}/${key}`, restored, '--endpoint-url', ctx.info.endpoint, '--only-show-errors'], {
-      env: s3Env(ctx.info),
+    // What the next start of the task would restore: the newest base and the segments after it.
+    await runMeasured(process.execPath, [dbsync.CLI, 'download'], {
+      env: dbsync.dbSyncEnv(ctx.info, { bucket, key, dbPath: restored, env: tool.env }),
+      logFile: log,
+      onLine: (line) => {
+        const entry = dbsync.parseLogLine(line);
+        if (entry?.msg === 'database downloaded' && entry.chain && typeof entry.chain === 'object') {
+          chain = entry.chain as Record<string, unknown>;
+        }
+      },
     });
   } else {
     await run(LITESTREAM_BIN, ['restore', '-config', config, '-o', restored, dbPath], { env: s3Env(ctx.info) });
   }
   const present = countRows(restored, baseline, maxCommitted);
   const lost = committedIds.length - present;
-  return { killAfterS, committed: committedIds.length, lost, lostSeconds: lost / rate };
+  return { killAfterS, committed: committedIds.length, lost, lostSeconds: lost / rate, usage, ...(chain ? { chain } : {}) };
 }
