@@ -16,6 +16,7 @@ import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
+import { DEFAULT_BASE_INTERVAL_MS, DEFAULT_SEGMENT_INTERVAL_MS, MIN_SPOOL_MAX_BYTES } from '../config.js';
 import { toError } from '../errors.js';
 import { removeQuietly } from '../fs-atomic.js';
 import type { UploadContext, UploadOutcome } from '../core/upload.js';
@@ -32,10 +33,7 @@ import { WalFollower, type FollowOutcome } from './wal-follower.js';
 export const CAPTURE_TICK_MS = 200;
 /** The WAL-bounding seal runs once the current WAL holds this many frames. */
 export const SEAL_FRAMES = 1000;
-export const DEFAULT_SEGMENT_INTERVAL_MS = 1_000;
-export const DEFAULT_BASE_INTERVAL_MS = 60 * 60_000;
-/** The spool cap's floor, and its default share of the database. */
-export const MIN_SPOOL_MAX_BYTES = 64 * 1024 * 1024;
+/** The spool cap's default share of the database (at least MIN_SPOOL_MAX_BYTES). */
 export const SPOOL_MAX_SHARE = 0.25;
 /** A new base once the segments since the last one add up to more than this share of the database. */
 export const BASE_AFTER_SEGMENT_SHARE = 0.5;
@@ -235,7 +233,7 @@ export class Replicator {
     await this.dropGeneration();
     let connections: CaptureConnections;
     try {
-      connections = this.connections ??= new CaptureConnections(this.options.dbPath);
+      connections = this.connections = new CaptureConnections(this.options.dbPath);
     } catch (error) {
       this.generationFailed(`cannot open the database: ${toError(error).message}`);
       return;
@@ -333,7 +331,8 @@ export class Replicator {
   /** Forget the current generation: release the pins, drop the pending segment and every unshipped segment. */
   private async dropGeneration(): Promise<void> {
     this.gen = undefined;
-    this.connections?.releaseAllPins();
+    // Reopened by the next generation: the database file may have been replaced (a new inode).
+    this.closeConnections();
     await this.pending?.discard();
     this.pending = undefined;
     const dropped = await this.shipper.dropAll();
