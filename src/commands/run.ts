@@ -95,7 +95,8 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
     }
     throw error;
   }
-  await sidecar.start();
+  sidecar.start();
+  await sidecar.started();
   emf?.markReady();
   const replication = sidecar.status().replication;
   ctx.log.info(

@@ -93,6 +93,7 @@ export class Sidecar {
 
   /** Continuous replication; undefined when off. While it covers the database the loop uploads nothing. */
   private replicator: Replicator | undefined;
+  private startedPromise: Promise<void> = Promise.resolve();
 
   constructor(private readonly sidecarOptions: SidecarOptions) {
     const fenced = new FencedStore(sidecarOptions.store, () => this.lease);
@@ -398,24 +399,38 @@ export class Sidecar {
   }
 
   /**
-   * Start syncing; the database is ready for the app from now on. Continuous replication starts first, so
-   * a WAL database's interval snapshots stand down from the first run. Never throws: when continuous
-   * replication cannot start (a local failure), interval snapshots carry on, logged.
+   * Start syncing; the database is ready for the app from now on (at once, before this resolves).
+   * Continuous replication starts first, so a WAL database's interval snapshots stand down from the
+   * loop's first run; {@link started} resolves when both run. When continuous replication cannot start
+   * (a local failure), interval snapshots carry on, logged.
    */
-  async start(): Promise<void> {
-    try {
-      await this.replicator?.start();
-    } catch (error) {
-      this.options.log.error(
-        { err: toError(error).message },
-        'continuous replication could not start; interval snapshots continue (DB_SYNC_CONTINUOUS=off silences this)',
-      );
-      await this.replicator?.stop();
-      this.replicator = undefined;
-    }
-    this.loop.start(this.syncFirst ? 0 : undefined);
+  start(): void {
     this.phaseValue = 'ready';
     if (this.restoringSinceMs !== undefined) this.restoreMsValue = performance.now() - this.restoringSinceMs;
+    const firstDelayMs = this.syncFirst ? 0 : undefined;
+    const replicator = this.replicator;
+    if (!replicator) {
+      this.loop.start(firstDelayMs);
+      return;
+    }
+    this.startedPromise = replicator
+      .start()
+      .catch(async (error: unknown) => {
+        this.options.log.error(
+          { err: toError(error).message },
+          'continuous replication could not start; interval snapshots continue (DB_SYNC_CONTINUOUS=off silences this)',
+        );
+        await replicator.stop();
+        this.replicator = undefined;
+      })
+      .then(() => {
+        if (this.phaseValue === 'ready') this.loop.start(firstDelayMs);
+      });
+  }
+
+  /** Resolves once {@link start} has started everything (continuous replication's first generation included). Never rejects. */
+  started(): Promise<void> {
+    return this.startedPromise;
   }
 
   /**
