@@ -84,7 +84,8 @@ export function s3Env(info: ServerInfo, endpoint = info.endpoint): NodeJS.Proces
   };
 }
 
-export function client(info: ServerInfo): S3Client {
+/** An SDK client for `info`; `sockets` caps its connections (the SDK's default pool otherwise). */
+export function client(info: ServerInfo, sockets?: number): S3Client {
   return new S3Client({
     endpoint: info.endpoint,
     region: info.region,
@@ -92,6 +93,7 @@ export function client(info: ServerInfo): S3Client {
     credentials: { accessKeyId: info.accessKeyId, secretAccessKey: info.secretAccessKey },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    ...(sockets === undefined ? {} : { requestHandler: { httpsAgent: { maxSockets: sockets }, httpAgent: { maxSockets: sockets } } }),
   });
 }
 

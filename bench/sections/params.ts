@@ -5,8 +5,9 @@
  *
  *   (a) download: one GetObject stream vs N parallel ranged GETs (N = 1, 2, 4, 8, 16; 8 MiB ranges, each
  *       worker taking the next range) — restore concurrency;
- *   (b) multipart upload (lib-storage `Upload`, the same code path as db-sync's): part size 8/16/32 MiB ×
- *       queue size 4/8 — part size and upload concurrency;
+ *   (b) multipart upload (lib-storage's `Upload`, the SDK's reference uploader; db-sync's own uploader,
+ *       src/replica/s3-upload.ts, sends the same parts): part size 8/16/32 MiB × queue size 4/8 — part
+ *       size and upload concurrency;
  *   (c) many small PUTs one after the other (50, 200, 500 KB: change objects written every second) —
  *       what each costs in wall time, and so which cadence one connection can sustain.
  *
@@ -15,12 +16,13 @@
  */
 import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
 import { rotate, type Context } from '../lib/context.js';
 import { BYTES_PER_MB, type NetworkModel } from '../lib/netmodel.js';
-import { createBucket, type ServerInfo } from '../lib/s3.js';
+import { client, createBucket } from '../lib/s3.js';
 import { median, percentile, round } from '../lib/stats.js';
 
 const MiB = 1024 * 1024;
@@ -83,19 +85,6 @@ export interface ParamsResult {
   readonly smallPuts: SmallPutRow[];
 }
 
-/** A client sized for `sockets` connections, talking to `info` (through the model when there is one). */
-function sdk(info: ServerInfo, sockets: number): S3Client {
-  return new S3Client({
-    endpoint: info.endpoint,
-    region: info.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: info.accessKeyId, secretAccessKey: info.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    requestHandler: { httpsAgent: { maxSockets: sockets }, httpAgent: { maxSockets: sockets } },
-  });
-}
-
 async function drain(body: unknown): Promise<number> {
   let n = 0;
   for await (const chunk of body as Readable) n += (chunk as Buffer).length;
@@ -154,7 +143,7 @@ export async function transferParams(ctx: Context): Promise<ParamsResult> {
     const upRuns = new Map<string, number[]>();
     for (let r = 0; r < runs; r += 1) {
       for (const { partMiB, queueSize } of rotate(combos, r)) {
-        const s3 = sdk(ctx.info, queueSize);
+        const s3 = client(ctx.info, queueSize);
         const t = performance.now();
         await new Upload({
           client: s3,
@@ -180,7 +169,7 @@ export async function transferParams(ctx: Context): Promise<ParamsResult> {
     const downRuns = new Map<string, number[]>();
     for (let r = 0; r < runs; r += 1) {
       for (const { mode, concurrency } of rotate(modes, r)) {
-        const s3 = sdk(ctx.info, concurrency);
+        const s3 = client(ctx.info, concurrency);
         const t = performance.now();
         const got =
           mode === 'single GetObject'
@@ -199,7 +188,7 @@ export async function transferParams(ctx: Context): Promise<ParamsResult> {
 
   // (c) small PUTs, one after the other on one connection, as a change stream writes them.
   const smallPuts: SmallPutRow[] = [];
-  const s3 = sdk(ctx.info, 1);
+  const s3 = client(ctx.info, 1);
   try {
     for (const kb of SMALL_PUT_KB) {
       const body = randomBytes(kb * 1000);

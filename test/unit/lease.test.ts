@@ -437,6 +437,16 @@ describe('Sidecar with a lease (two tasks, one DirStore)', () => {
     });
   };
 
+  /** Task A's sidecar over a 3-row database, its replica in the same temp dir. */
+  const taskA = (): { replica: string; dbA: string; first: Sidecar } => {
+    const dir = tempDir();
+    const replica = join(dir, 'replica');
+    mkdirSync(join(dir, 'a'));
+    const dbA = join(dir, 'a', 'db.sqlite3');
+    createDatabase(dbA, 3);
+    return { replica, dbA, first: sidecarFor(replica, dbA, 'task-a') };
+  };
+
   it('the second waits, not ready, until the first has uploaded and released; then restores every row', async () => {
     const dir = tempDir();
     const replica = join(dir, 'replica');
@@ -473,12 +483,7 @@ describe('Sidecar with a lease (two tasks, one DirStore)', () => {
   });
 
   it('keeps the lease when the final sync is cut short (second signal or deadline), as exec does', async () => {
-    const dir = tempDir();
-    const replica = join(dir, 'replica');
-    mkdirSync(join(dir, 'a'));
-    const dbA = join(dir, 'a', 'db.sqlite3');
-    createDatabase(dbA, 3);
-    const first = sidecarFor(replica, dbA, 'task-a');
+    const { replica, dbA, first } = taskA();
     try {
       await first.prepare(new AbortController().signal);
       first.start();
@@ -496,12 +501,7 @@ describe('Sidecar with a lease (two tasks, one DirStore)', () => {
   });
 
   it('after losing the lease, uploads nothing, fails its health phase, and its final sync fails', async () => {
-    const dir = tempDir();
-    const replica = join(dir, 'replica');
-    mkdirSync(join(dir, 'a'));
-    const dbA = join(dir, 'a', 'db.sqlite3');
-    createDatabase(dbA, 3);
-    const first = sidecarFor(replica, dbA, 'task-a');
+    const { replica, dbA, first } = taskA();
     try {
       await first.prepare(new AbortController().signal);
       first.start();

@@ -3,14 +3,13 @@
  * rollback-journal databases through an unlocked file copy and a short locked pass. Both must give the same
  * bytes as a one-step backup-API copy of the same state, and a consistent state under a concurrent writer.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { runSqliteTask, type SnapshotWorkerResult } from '../../src/core/sqlite-worker.js';
 import { createDatabase, integrity, rowCount, sqlite3, tempDir } from '../helpers/db.js';
+import { startBatchWriter } from '../helpers/writer.js';
 
 const MB = 1024 * 1024;
 
@@ -37,43 +36,9 @@ function snapshotSmallSteps(path: string, destination: string): Promise<Snapshot
   });
 }
 
-/** Start a writer process committing 5 rows per transaction; resolves once it has committed 100 rows. */
-async function startWriter(path: string, journalMode: 'wal' | 'delete'): Promise<{ committed: () => number; stop: () => Promise<void> }> {
-  const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-  const source = `
-    const Database = require(${JSON.stringify(driver)});
-    const db = new Database(process.argv[1], { timeout: 10000 });
-    db.pragma('journal_mode = ${journalMode}');
-    const insert = db.prepare('INSERT INTO rows (body) VALUES (?)');
-    const update = db.prepare('UPDATE rows SET body = ? WHERE id = ?');
-    const batch = db.transaction((n) => {
-      for (let i = 0; i < 5; i += 1) insert.run('w' + n + '-' + i);
-      update.run('u' + n, 1 + (n * 7919) % 1000);
-    });
-    let committed = 0;
-    process.on('SIGTERM', () => { db.close(); process.exit(0); });
-    (function step() { batch(committed); committed += 5; process.stdout.write(committed + '\\n'); setImmediate(step); })();
-  `;
-  const child = spawn(process.execPath, ['-e', source, path], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let committed = 0;
-  let pending = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    const lines = (pending + chunk).split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) committed = Math.max(committed, Number(line));
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', () => committed >= 100 && resolve());
-    child.once('exit', (code) => reject(new Error(`writer exited early with ${code}`)));
-  });
-  return {
-    committed: () => committed,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+/** A writer process committing 5 rows and one update per transaction; resolves once it has committed 100 rows. */
+function startWriter(path: string, journalMode: 'wal' | 'delete'): ReturnType<typeof startBatchWriter> {
+  return startBatchWriter(path, { journalMode, withUpdate: true, readyAt: 100 });
 }
 
 describe('snapshot copy (WAL): stepped backup inside one read transaction', () => {

@@ -1,7 +1,5 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
@@ -10,6 +8,7 @@ import { runSqliteTask } from '../../src/core/sqlite-worker.js';
 import { AbortedError, DbSyncError } from '../../src/errors.js';
 import { TEMP_MARKER } from '../../src/fs-atomic.js';
 import { createDatabase, integrity, rowCount, sqlite3, tempDir } from '../helpers/db.js';
+import { startBatchWriter } from '../helpers/writer.js';
 
 const MB = 1024 * 1024;
 
@@ -84,36 +83,14 @@ describe('takeSnapshot', () => {
   it('is consistent under a concurrent writer in another process', async () => {
     const { dir, path } = databaseOfSize(50 * MB);
     const initialRows = rowCount(path);
-    const driver = createRequire(import.meta.url).resolve('better-sqlite3');
     // Small transactions, as fast as it can, each reporting its committed count after COMMIT.
-    const source = `
-      const Database = require(${JSON.stringify(driver)});
-      const db = new Database(process.argv[1], { timeout: 10000 });
-      const insert = db.prepare('INSERT INTO rows (body) VALUES (?)');
-      const batch = db.transaction((n) => { for (let i = 0; i < 5; i += 1) insert.run('w' + n + '-' + i); });
-      let committed = 0;
-      process.on('SIGTERM', () => { db.close(); process.exit(0); });
-      (function step() { batch(committed); committed += 5; process.stdout.write(committed + '\\n'); setImmediate(step); })();
-    `;
-    const child = spawn(process.execPath, ['-e', source, path], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let committed = 0;
-    let pending = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      const lines = (pending + chunk).split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) committed = Math.max(committed, Number(line));
-    });
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const writer = await startBatchWriter(path, { readyAt: 200 });
     try {
-      await new Promise<void>((resolve, reject) => {
-        child.stdout.on('data', () => committed >= 200 && resolve());
-        child.once('exit', (code) => reject(new Error(`writer exited early with ${code}`)));
-      });
-      const committedBefore = committed;
+      const committedBefore = writer.committed();
       const snapshots: Snapshot[] = [];
       try {
         for (let i = 0; i < 3; i += 1) snapshots.push(await takeSnapshot(path, { check: 'full' }));
-        const committedAfter = committed;
+        const committedAfter = writer.committed();
         expect(committedAfter).toBeGreaterThan(committedBefore);
         let previous = 0;
         for (const s of snapshots) {
@@ -129,10 +106,9 @@ describe('takeSnapshot', () => {
         await Promise.all(snapshots.map((s) => discardSnapshot(s)));
       }
     } finally {
-      child.kill('SIGTERM');
-      await exited;
+      await writer.stop();
     }
-    expect(rowCount(path)).toBeGreaterThanOrEqual(initialRows + committed);
+    expect(rowCount(path)).toBeGreaterThanOrEqual(initialRows + writer.committed());
     expect(tempFiles(dir)).toEqual([]);
   });
 
