@@ -37,7 +37,7 @@ const LOOPBACK = 'loopback';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const USAGE = `usage: tsx bench/run.ts [--quick] [--sections ${SECTIONS.join(',')}] [--sizes 10,200,1000]
-  [--runs N] [--runs-large N] [--writer-seconds S] [--writer-size MB] [--rollback-sizes 200,1000] [--rate N] [--idle-seconds S]
+  [--runs N] [--runs-large N] [--writer-seconds S] [--writer-size MB] [--rollback-sizes 200,1000] [--rate N] [--idle-seconds S] [--idle-size MB]
   [--interval 5s] [--no-overlap] [--out DIR] [--keep-server] [--keep-work] [--reuse-dbs] [--param-sizes 200,1000]
   [--network aws [--net-conn-mbps 85] [--net-latency-ms 50] [--net-total-mbps 300]]
                every tool talks to S3 through the network model (bench/lib/netmodel.ts); a full run
@@ -73,6 +73,7 @@ function parseOptions(argv: string[]): {
       'rollback-sizes': { type: 'string' },
       rate: { type: 'string' },
       'idle-seconds': { type: 'string' },
+      'idle-size': { type: 'string' },
       interval: { type: 'string' },
       'no-overlap': { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -132,7 +133,7 @@ function parseOptions(argv: string[]): {
     writerSeconds: num(values['writer-seconds'], quick ? 10 : 40, 'writer-seconds'),
     rate: num(values.rate, 200, 'rate'),
     idleSeconds: num(values['idle-seconds'], quick ? 120 : 600, 'idle-seconds'),
-    idleSizeMB: 10,
+    idleSizeMB: num(values['idle-size'], 10, 'idle-size'),
     riskSizeMB: 10,
     overlapIdle: !values['no-overlap'],
     shortInterval: values.interval ?? '5s',

@@ -40,6 +40,16 @@ const segmentPuts = (s: IdleScenarioResult): number =>
     ['PutObject', 'UploadPart', 'CreateMultipartUpload', 'CompleteMultipartUpload', 'CopyObject'].includes(op),
   );
 
+/**
+ * Uploads of `KEY` per hour (bases, or interval snapshots): whole-object PUTs that are not segments, plus
+ * completed multipart uploads. Undefined for Litestream and the lease scenario (its renewals are PUTs too).
+ */
+function keyUploads(s: IdleScenarioResult): number | undefined {
+  if (!s.segmentPerHourByOp || s.tool === 'db-sync + lease') return undefined;
+  const all = s.perHourByOp;
+  return (all.PutObject ?? 0) - (s.segmentPerHourByOp.PutObject ?? 0) + (all.CompleteMultipartUpload ?? 0);
+}
+
 /** CPU time as a share of one core over the process's life. */
 const cpuShare = (s: IdleScenarioResult): number => (s.usage ? (100 * s.usage.cpuS) / s.usage.wallS : Number.NaN);
 
@@ -71,20 +81,38 @@ export function replicationCostTables(idle: IdleResult): string[] {
     '',
     "Every scenario, with the process's peak RSS and CPU (GNU time, start to exit: start-up and the shutdown base included):",
     '',
-    '| load | tool | writes in window | PUT/h | of which segments | GET/h | HEAD/h | LIST/h | other/h | $/month | peak RSS MB | CPU s (% of a core) | note |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|',
+    '| load | tool | writes in window | PUT/h | of which segments | uploads of KEY/h | GET/h | HEAD/h | LIST/h | other/h | $/month | peak RSS MB | CPU s (% of a core) | note |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|',
   );
   for (const load of LOADS) {
     for (const tool of TOOLS) {
       const s = find(idle, tool, load);
       if (!s) continue;
       const segments = s.segmentPerHourByOp ? thousands(segmentPuts(s)) : '–';
+      const uploads = keyUploads(s);
       const cpu = s.usage ? `${f(s.usage.cpuS, 1)} (${f(cpuShare(s), 1)} %)` : '–';
       out.push(
-        `| ${loadLabel(load, idle.rate)} | ${tool} | ${thousands(s.writes)} | ${thousands(s.perHour.PUT)} | ${segments} | ${thousands(s.perHour.GET)} | ${thousands(s.perHour.HEAD)} | ${thousands(s.perHour.LIST)} | ${thousands(s.perHour.DELETE + s.perHour.OTHER)} | ${dollars(monthlyRequestCost(s.perHour))} | ${f(s.usage?.maxRssMB, 0)} | ${cpu} | ${s.note ?? ''} |`,
+        `| ${loadLabel(load, idle.rate)} | ${tool} | ${thousands(s.writes)} | ${thousands(s.perHour.PUT)} | ${segments} | ${uploads === undefined ? '–' : thousands(uploads)} | ${thousands(s.perHour.GET)} | ${thousands(s.perHour.HEAD)} | ${thousands(s.perHour.LIST)} | ${thousands(s.perHour.DELETE + s.perHour.OTHER)} | ${dollars(monthlyRequestCost(s.perHour))} | ${f(s.usage?.maxRssMB, 0)} | ${cpu} | ${s.note ?? ''} |`,
       );
     }
   }
+  out.push(
+    '',
+    '"Of which segments": PUTs of change objects (`KEY.db-sync/…`). "Uploads of KEY": new versions of the database itself (db-sync continuous: bases; interval: snapshots), each one PutObject up to 8 MiB, else a multipart upload (its parts + 2 requests).',
+  );
+  const steady = find(idle, 'db-sync (continuous)', 'steady');
+  const segmentHeads = steady?.segmentPerHourByOp?.HeadObject ?? 0;
+  if (steady && segmentHeads > 0)
+    out.push(
+      '',
+      `db-sync reads each segment back with a HeadObject right after its PUT (${thousands(segmentHeads)} HEADs an hour at ${idle.rate} writes/s, ${dollars(segmentHeads * HOURS_PER_MONTH * 0.0004e-3)} a month): the store's put returns the new version's info from a HEAD, which a segment does not need.`,
+    );
+  const bases = steady ? keyUploads(steady) : undefined;
+  if (steady && bases)
+    out.push(
+      '',
+      `At ${idle.rate} writes/s db-sync uploaded a base about every ${f(3600 / bases, 0)} s: a ${idle.sizeMB} MB database gets a new base each time the segments since the last one add up to half its size, so the number of bases (not of segments) depends on the database's size; on a larger database they are rarer and each one larger.`,
+    );
   const minute = find(idle, 'db-sync (continuous)', '1 write/min');
   if (minute && idle.windowS < 3600)
     out.push(

@@ -376,7 +376,7 @@ function renderRun(r: Results): string {
       ...sectionRunNote(r, 'idle'),
       `Counted by a proxy in front of the S3 server, one per tool, over the same ${i.windowS} s window (${(i.windowS / 60).toFixed(1)} min; scaled to one hour, so a request that happens once per ${i.windowS} s counts ${f(3600 / i.windowS, 1)} times). ${i.sizeMB} MB database; the app keeps its connection open. Start-up requests are excluded (db-sync starts already in sync; Litestream after its first snapshot). ` +
         (perLoad
-          ? `**db-sync (continuous)**: db-sync at its defaults, which for this WAL database means continuous replication (segments about every second of commits, bases between). **db-sync (interval)**: \`DB_SYNC_CONTINUOUS=off\`, snapshots at the default interval (${i.dbSyncInterval}). `
+          ? `**db-sync (continuous)**: db-sync at its defaults, which for this WAL database means continuous replication (segments about every second of commits, bases between). **db-sync (interval)**: \`DB_SYNC_CONTINUOUS=off\`, snapshots every \`DB_SYNC_INTERVAL\`, ${i.dbSyncInterval}. `
           : `db-sync at its default interval (${i.dbSyncInterval}). `) +
         `Litestream at its defaults (1 s sync interval). "1 write/min": one INSERT a minute, the first 30 s into the window.${perLoad ? ` "${i.rate} writes/s": a separate process inserting one row per transaction for the whole window.` : ''} "+ lease": db-sync's single-writer lease in an unversioned lease bucket, TTL ${i.leaseTtl} (the default).`,
       '',
