@@ -97,7 +97,7 @@ export class Sidecar {
 
   constructor(private readonly sidecarOptions: SidecarOptions) {
     const fenced = new FencedStore(sidecarOptions.store, () => this.lease);
-    this.options = { ...sidecarOptions, store: fenced, superseded: () => this.replicator?.active === true };
+    this.options = { ...sidecarOptions, store: fenced, superseded: () => this.replicator?.coverage() ?? false };
     this.loop = new SyncLoop(this.options);
     const continuous = sidecarOptions.continuous;
     if (continuous) {

@@ -86,9 +86,11 @@ export interface SyncLoopOptions extends UploadContext {
   readonly onRun?: (result: TickResult | Error, durationMs: number) => void;
   /**
    * Whether something else keeps the store up to date now (continuous replication's bases and segments):
-   * the interval run then uploads nothing. Absent = never.
+   * the interval run then uploads nothing. `true`: covered, the run succeeds; an Error: covered but
+   * failing (the run fails with it, so failures, "degraded" and the metrics report it); false or absent:
+   * the run snapshots as usual.
    */
-  readonly superseded?: (() => boolean) | undefined;
+  readonly superseded?: (() => boolean | Error) | undefined;
 }
 
 export class SyncLoop {
@@ -206,7 +208,9 @@ export class SyncLoop {
   private async syncIfChanged(signal: AbortSignal): Promise<TickResult> {
     const log = this.options.log;
     this.lastCheckAt = new Date();
-    if (this.options.superseded?.() === true) {
+    const superseded = this.options.superseded?.() ?? false;
+    if (superseded instanceof Error) throw superseded;
+    if (superseded) {
       log.debug({ key: this.options.key }, 'continuous replication covers the database; no interval snapshot');
       return 'continuous';
     }

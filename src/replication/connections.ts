@@ -8,26 +8,29 @@
  * Every call here is short and synchronous (better-sqlite3), on the main thread: BEGIN + one SELECT,
  * ROLLBACK, BEGIN IMMEDIATE with a 100 ms busy timeout, a PASSIVE checkpoint of a bounded WAL.
  */
-import { open } from 'node:fs/promises';
 import Database from 'better-sqlite3';
 
 /** How long the barrier waits for the app's writer before the caller skips (the seal) or retries. */
 export const BARRIER_BUSY_MS = 100;
 
-/** Whether the file's header says WAL mode (file format versions 2/2 at bytes 18-19); false when absent or short. */
-export async function isWalDatabase(dbPath: string): Promise<boolean> {
-  let handle;
+/**
+ * Whether the database is in WAL mode; false when absent or unreadable.
+ *
+ * Asked through SQLite, never by reading the file: closing any descriptor of a file releases every POSIX
+ * lock this process holds on it (fcntl semantics), SQLite's included, so a plain open/close of the
+ * database would drop the pins' and the snapshots' locks. (Measured: with it, another process's sqlite3
+ * could take EXCLUSIVE and delete the -wal and -shm under open connections, which then saw none of the
+ * app's later commits.) SQLite itself defers closing a descriptor while a lock on the file is held.
+ */
+export function isWalDatabase(dbPath: string): boolean {
+  let db: Database.Database | undefined;
   try {
-    handle = await open(dbPath, 'r');
+    db = new Database(dbPath, { readonly: true, fileMustExist: true, timeout: 0 });
+    return String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal';
   } catch {
     return false;
-  }
-  try {
-    const header = Buffer.alloc(20);
-    const { bytesRead } = await handle.read(header, 0, 20, 0);
-    return bytesRead === 20 && header.toString('latin1', 0, 16) === 'SQLite format 3\u0000' && header[18] === 2 && header[19] === 2;
   } finally {
-    await handle.close();
+    db?.close();
   }
 }
 

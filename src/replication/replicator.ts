@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import { DEFAULT_BASE_INTERVAL_MS, DEFAULT_SEGMENT_INTERVAL_MS, MIN_SPOOL_MAX_BYTES } from '../config.js';
-import { toError } from '../errors.js';
+import { DbSyncError, toError } from '../errors.js';
 import { removeQuietly } from '../fs-atomic.js';
 import type { UploadContext, UploadOutcome } from '../core/upload.js';
 import { copyBase, uploadBase } from './base.js';
@@ -40,6 +40,8 @@ export const BASE_AFTER_SEGMENT_SHARE = 0.5;
 /** Backoff of a failed generation start: 5 s doubling to 60 s. */
 const GENERATION_RETRY_MIN_MS = 5_000;
 const GENERATION_RETRY_MAX_MS = 60_000;
+/** Failed segment uploads in a row after which the interval loop reports a failure. */
+const SHIP_FAILURES_REPORTED = 3;
 /** Between attempts of a final base that has no generation to extend. */
 const FINAL_RETRY_MS = 250;
 /** A database not in WAL mode is looked at again this often (a header read). */
@@ -126,6 +128,8 @@ export class Replicator {
   private lastBase: ReplicationStatus['lastBase'];
   private generations = 0;
   private lastBreak: ReplicationStatus['lastBreak'];
+  /** Since when (Unix ms) commits are not covered by a chain: a break, until the next generation's base is in the store. */
+  private unprotectedSinceMs: number | undefined;
 
   constructor(private readonly options: ReplicatorOptions) {
     this.follower = new WalFollower(`${options.dbPath}-wal`);
@@ -145,6 +149,29 @@ export class Replicator {
   /** Whether continuous replication covers the database now (the interval snapshots stand down meanwhile). */
   get active(): boolean {
     return this.stateValue !== 'waiting-for-wal' && this.stateValue !== 'stopped';
+  }
+
+  /**
+   * For the interval loop: false when continuous replication does not cover the database (not WAL, or
+   * stopped), true when it does and works, an Error when it covers it but is failing (a generation that
+   * cannot start, segments that keep failing to ship), so the loop reports the failure as its own.
+   */
+  coverage(): boolean | Error {
+    if (!this.active) return false;
+    if (this.stateValue === 'broken' && this.lastBreak) {
+      return new DbSyncError(
+        'Failure',
+        `continuous replication: no generation running since ${this.lastBreak.at}: ${this.lastBreak.reason}`,
+      );
+    }
+    const shipping = this.shipper.status();
+    if (shipping.consecutiveFailures >= SHIP_FAILURES_REPORTED && shipping.lastError) {
+      return new DbSyncError(
+        'Failure',
+        `continuous replication: ${shipping.queued} segment(s) not shipped, ${shipping.consecutiveFailures} failures in a row: ${shipping.lastError.message}`,
+      );
+    }
+    return true;
   }
 
   private get segmentIntervalMs(): number {
@@ -190,11 +217,11 @@ export class Replicator {
       case 'waiting-for-wal':
         if (now < this.journalCheckAtMs) return;
         this.journalCheckAtMs = now + JOURNAL_MODE_CHECK_MS;
-        if (await isWalDatabase(this.options.dbPath)) await this.startGeneration('db-sync started');
+        if (isWalDatabase(this.options.dbPath)) await this.startGeneration('db-sync started');
         else await this.noteNotWal();
         return;
       case 'broken':
-        if (now >= this.generationRetryAtMs) await this.startGeneration(this.lastBreak?.reason ?? 'continuity broken');
+        if (now >= this.generationRetryAtMs) await this.startGeneration(this.lastBreak?.reason ?? 'db-sync started');
         return;
       case 'starting':
       case 'running':
@@ -231,16 +258,15 @@ export class Replicator {
   private async startGeneration(reason: string): Promise<void> {
     const { log } = this.options;
     await this.dropGeneration();
+    if (!isWalDatabase(this.options.dbPath)) {
+      this.stateValue = 'waiting-for-wal';
+      return;
+    }
     let connections: CaptureConnections;
     try {
       connections = this.connections = new CaptureConnections(this.options.dbPath);
     } catch (error) {
       this.generationFailed(`cannot open the database: ${toError(error).message}`);
-      return;
-    }
-    if (!(await isWalDatabase(this.options.dbPath))) {
-      this.closeConnections();
-      this.stateValue = 'waiting-for-wal';
       return;
     }
     if (!connections.tryBarrier()) {
@@ -294,6 +320,7 @@ export class Replicator {
       if (this.gen !== gen) return;
       gen.based = true;
       this.generationFailures = 0;
+      this.unprotectedSinceMs = undefined;
       if (this.stateValue === 'starting') this.stateValue = 'running';
       this.recordBase(gen, 0, outcome);
     } catch (error) {
@@ -312,6 +339,7 @@ export class Replicator {
     this.generationRetryAtMs = performance.now() + delayMs;
     this.stateValue = 'broken';
     this.lastBreak = { at: new Date().toISOString(), reason };
+    this.unprotectedSinceMs ??= Date.now();
     this.options.log.error({ reason, retryInMs: delayMs }, 'continuous replication: could not start a generation; retrying');
   }
 
@@ -322,6 +350,7 @@ export class Replicator {
     this.stateValue = 'broken';
     this.generationRetryAtMs = 0;
     this.lastBreak = { at: new Date().toISOString(), reason };
+    this.unprotectedSinceMs ??= Date.now();
     this.options.log.warn(
       { gen: gen?.id, lastSeq: gen?.seq, reason },
       `continuous replication: continuity broken (${reason}); starting a new generation from a new base`,
@@ -610,7 +639,11 @@ export class Replicator {
   }
 
   status(): ReplicationStatus {
-    const oldest = Math.min(this.pending?.oldestCommitMs ?? Infinity, this.shipper.oldestCommitMs ?? Infinity);
+    const oldest = Math.min(
+      this.pending?.oldestCommitMs ?? Infinity,
+      this.shipper.oldestCommitMs ?? Infinity,
+      this.unprotectedSinceMs ?? Infinity,
+    );
     return {
       state: this.stateValue,
       generation: this.gen?.id,

@@ -27,6 +27,8 @@ export type FrameConsumer = (scan: WalScan, readPage: (frame: WalFrame) => Promi
 export class WalFollower {
   private cursorValue: WalCursor | undefined;
   private invalidReads = 0;
+  /** The -wal file's inode since the chain began following it. */
+  private ino: number | undefined;
 
   constructor(readonly walPath: string) {}
 
@@ -39,6 +41,7 @@ export class WalFollower {
   reset(): void {
     this.cursorValue = undefined;
     this.invalidReads = 0;
+    this.ino = undefined;
   }
 
   /** Read whatever was committed since the cursor. Never throws for a missing file (that is an empty WAL). */
@@ -59,6 +62,12 @@ export class WalFollower {
 
   private async pollOpen(handle: FileHandle, consume: FrameConsumer): Promise<FollowOutcome> {
     const look = await lookAtWal(handle);
+    // SQLite deletes the -wal only when the last connection closes, which the pins prevent; a new file
+    // means someone removed it under open connections, which then no longer see what the app writes.
+    if (this.ino !== undefined && look.ino !== this.ino) {
+      return { kind: 'broken', reason: 'the -wal file was deleted and created again under open connections' };
+    }
+    this.ino = look.ino;
     if (look.kind === 'empty') {
       this.invalidReads = 0;
       return { kind: 'idle' };

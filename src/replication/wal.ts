@@ -186,19 +186,26 @@ export function latestFrames(frames: readonly WalFrame[]): WalFrame[] {
 }
 
 /** The WAL file as found now: absent or empty (a TRUNCATE checkpoint, or no write since), invalid, or a header. */
-export type WalLook =
-  | { readonly kind: 'empty'; readonly sizeBytes: number }
-  | { readonly kind: 'invalid'; readonly reason: string; readonly sizeBytes: number }
-  | { readonly kind: 'header'; readonly header: WalHeader; readonly sizeBytes: number };
+export type WalLook = (
+  | { readonly kind: 'empty' }
+  | { readonly kind: 'invalid'; readonly reason: string }
+  | { readonly kind: 'header'; readonly header: WalHeader }
+) & {
+  readonly sizeBytes: number;
+  /** The file's inode: a different one means the -wal was deleted and created again. */
+  readonly ino: number;
+};
 
 /** Read the WAL's header and size. A file shorter than a header counts as empty (SQLite treats it so). */
 export async function lookAtWal(handle: FileHandle): Promise<WalLook> {
-  const { size } = await handle.stat();
-  if (size < WAL_HEADER_BYTES) return { kind: 'empty', sizeBytes: size };
+  const { size, ino } = await handle.stat();
+  if (size < WAL_HEADER_BYTES) return { kind: 'empty', sizeBytes: size, ino };
   const bytes = Buffer.alloc(WAL_HEADER_BYTES);
   await handle.read(bytes, 0, WAL_HEADER_BYTES, 0);
   const header = parseWalHeader(bytes);
-  return isWalHeader(header) ? { kind: 'header', header, sizeBytes: size } : { kind: 'invalid', reason: header.invalid, sizeBytes: size };
+  return isWalHeader(header)
+    ? { kind: 'header', header, sizeBytes: size, ino }
+    : { kind: 'invalid', reason: header.invalid, sizeBytes: size, ino };
 }
 
 /** How a header found now relates to the cursor's WAL generation (docs, "Continuity"). */

@@ -18,7 +18,8 @@ import { StorageError } from '../../src/errors.js';
 import { chainsPrefix } from '../../src/replication/layout.js';
 import { Replicator, type ReplicatorOptions } from '../../src/replication/replicator.js';
 import { walChecksum, WAL_HEADER_BYTES } from '../../src/replication/wal.js';
-import { sqlite3, tempDir } from '../helpers/db.js';
+import { createDatabase, sqlite3, tempDir } from '../helpers/db.js';
+import { startWriter } from '../helpers/writer.js';
 
 const KEY = 'db.sqlite3';
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -258,5 +259,33 @@ describe('Replicator (capture) on a directory store', () => {
     const head = await s.store.head(KEY);
     expect(head?.metadata['chain-seq']).toBe(String(st.lastBase?.seq));
     expect(await restoredIds(s)).toEqual(range(s.next()));
+  });
+});
+
+describe('Replicator with an app in another process', () => {
+  it('finish() while the app keeps writing: the final base sits exactly at the chain position', async () => {
+    const dir = tempDir('capture-proc-');
+    const dbPath = join(dir, 'db.sqlite3');
+    createDatabase(dbPath, 100);
+    const store = new DirStore(join(dir, 'store'));
+    const replicator = new Replicator({
+      store,
+      key: KEY,
+      dbPath,
+      check: 'quick',
+      origin: { host: 'test', toolVersion: '0' },
+      log: silentLogger(),
+      putSegment: (key, path, o) => store.put(key, path, o),
+    });
+    cleanups.push(() => replicator.stop());
+    await replicator.start();
+    await until('running', () => replicator.state === 'running');
+    expect(sqlite3(dbPath, 'SELECT count(*) FROM rows')).toBe('100');
+    const writer = startWriter(dbPath, 2);
+    cleanups.push(async () => void (await writer.stop()));
+    await until('200 commits', () => writer.committed() >= 200);
+    const outcome = await replicator.finish(AbortSignal.timeout(20_000));
+    expect(outcome?.uploaded).toBeDefined();
+    expect(replicator.status().lastBreak).toBeUndefined();
   });
 });
