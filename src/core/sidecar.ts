@@ -93,7 +93,11 @@ export class Sidecar {
 
   /** Continuous replication; undefined when off. While it covers the database the loop uploads nothing. */
   private replicator: Replicator | undefined;
-  /** The local database is exactly the store's current copy (restored, or verified identical) as of prepare(). */
+  /**
+   * Nothing needs uploading until the database changes (as of prepare()): it is the store's current copy
+   * (restored, or verified identical), or a copy the store's current object must not be replaced by
+   * without a change. Continuous replication's first base then waits for the first commit.
+   */
   private storeHoldsDatabase = false;
   private startedPromise: Promise<void> = Promise.resolve();
 
@@ -180,6 +184,8 @@ export class Sidecar {
           versionId: restored.info.key === key ? restored.info.versionId : undefined,
           token: await this.loop.probe(),
         });
+        // Replaced by the next change of the database only: continuous replication's first base waits too.
+        this.storeHoldsDatabase = true;
       } else if (restored.skipped.length > 0) {
         // After a fallback past copies damaged in transit or in the store: leave the baseline empty so the
         // bad current object is replaced soon.

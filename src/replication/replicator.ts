@@ -61,8 +61,9 @@ export interface ReplicatorOptions extends UploadContext {
   /** Called after each base reached the store. */
   readonly onBase?: ((outcome: UploadOutcome) => void) | undefined;
   /**
-   * Whether the store's current `KEY` already holds exactly the local database (restored, or verified
-   * identical at start): the first generation's base is then uploaded only once a commit follows it.
+   * Whether nothing needs uploading until the database changes (the store's current `KEY` holds it:
+   * restored, or verified identical at start): the first generation's base is then uploaded only once a
+   * commit follows it.
    */
   readonly storeHoldsDatabase?: (() => boolean) | undefined;
 }
