@@ -93,6 +93,12 @@ export class Sidecar {
 
   /** Continuous replication; undefined when off. While it covers the database the loop uploads nothing. */
   private replicator: Replicator | undefined;
+  /**
+   * Nothing needs uploading until the database changes (as of prepare()): it is the store's current copy
+   * (restored, or verified identical), or a copy the store's current object must not be replaced by
+   * without a change. Continuous replication's first base then waits for the first commit.
+   */
+  private storeHoldsDatabase = false;
   private startedPromise: Promise<void> = Promise.resolve();
 
   constructor(private readonly sidecarOptions: SidecarOptions) {
@@ -107,6 +113,7 @@ export class Sidecar {
         // One PUT a second: fenced by the lease's local validity, not a renewal request each (bases renew).
         putSegment: (key, path, options) => fenced.putLocallyFenced(key, path, options),
         onBase: (outcome) => void this.loop.recordUpload(outcome),
+        storeHoldsDatabase: () => this.storeHoldsDatabase,
       });
     }
   }
@@ -177,6 +184,8 @@ export class Sidecar {
           versionId: restored.info.key === key ? restored.info.versionId : undefined,
           token: await this.loop.probe(),
         });
+        // Replaced by the next change of the database only: continuous replication's first base waits too.
+        this.storeHoldsDatabase = true;
       } else if (restored.skipped.length > 0) {
         // After a fallback past copies damaged in transit or in the store: leave the baseline empty so the
         // bad current object is replaced soon.
@@ -184,6 +193,7 @@ export class Sidecar {
         this.loop.setBaseline({});
       } else {
         await this.loop.setSynced({ sha256: restored.sha256, versionId: restored.info.versionId, token: await this.loop.probe() });
+        this.storeHoldsDatabase = true;
       }
       log.info(
         {
@@ -300,6 +310,7 @@ export class Sidecar {
     switch (r.decision) {
       case 'in-sync':
         await this.loop.setSynced({ sha256: r.sha256, versionId: r.versionId, token });
+        this.storeHoldsDatabase = true;
         log.info({ path: dbPath, sha256: r.sha256 }, 'local database present and identical to the remote copy; keeping it');
         return { action: 'kept-local' };
       case 'remote-ahead':
@@ -399,17 +410,21 @@ export class Sidecar {
   }
 
   /**
-   * Start syncing; the database is ready for the app from now on (at once, before this resolves).
-   * Continuous replication starts first, so a WAL database's interval snapshots stand down from the
-   * loop's first run; {@link started} resolves when both run. When continuous replication cannot start
+   * Start syncing; the database is ready for the app from then on. Continuous replication starts first
+   * (its first generation's position is taken before the app is told it may write), so a WAL database's
+   * interval snapshots stand down from the loop's first run; {@link started} resolves when both run and
+   * the phase is `ready` (at once without continuous replication). When continuous replication cannot start
    * (a local failure), interval snapshots carry on, logged.
    */
   start(): void {
-    this.phaseValue = 'ready';
-    if (this.restoringSinceMs !== undefined) this.restoreMsValue = performance.now() - this.restoringSinceMs;
     const firstDelayMs = this.syncFirst ? 0 : undefined;
     const replicator = this.replicator;
+    const ready = (): void => {
+      this.phaseValue = 'ready';
+      if (this.restoringSinceMs !== undefined) this.restoreMsValue = performance.now() - this.restoringSinceMs;
+    };
     if (!replicator) {
+      ready();
       this.loop.start(firstDelayMs);
       return;
     }
@@ -424,7 +439,10 @@ export class Sidecar {
         this.replicator = undefined;
       })
       .then(() => {
-        if (this.phaseValue === 'ready') this.loop.start(firstDelayMs);
+        // Ready only now: the first generation starts before the app is told it may write.
+        if (this.phaseValue !== 'restoring' && this.phaseValue !== 'starting') return;
+        ready();
+        this.loop.start(firstDelayMs);
       });
   }
 

@@ -19,11 +19,12 @@ import type Database from 'better-sqlite3';
 import { DEFAULT_BASE_INTERVAL_MS, DEFAULT_SEGMENT_INTERVAL_MS, MIN_SPOOL_MAX_BYTES } from '../config.js';
 import { DbSyncError, toError } from '../errors.js';
 import { removeQuietly } from '../fs-atomic.js';
+import { discardSnapshot, type Snapshot } from '../core/snapshot.js';
 import type { UploadContext, UploadOutcome } from '../core/upload.js';
 import { copyBase, uploadBase } from './base.js';
-import type { PageHashes } from './checksum.js';
+import { formatChecksum, type PageHashes } from './checksum.js';
 import { CaptureConnections, isWalDatabase } from './connections.js';
-import { newGenerationId } from './layout.js';
+import { newGenerationId, type ChainPosition } from './layout.js';
 import { PendingSegment, SEGMENT_SEAL_BYTES, type SealedSegment } from './pending.js';
 import { SegmentShipper, type SegmentPut, type ShipperStatus } from './shipper.js';
 import { latestFrames } from './wal.js';
@@ -59,6 +60,12 @@ export interface ReplicatorOptions extends UploadContext {
   readonly tickMs?: number | undefined;
   /** Called after each base reached the store. */
   readonly onBase?: ((outcome: UploadOutcome) => void) | undefined;
+  /**
+   * Whether nothing needs uploading until the database changes (the store's current `KEY` holds it:
+   * restored, or verified identical at start): the first generation's base is then uploaded only once a
+   * commit follows it.
+   */
+  readonly storeHoldsDatabase?: (() => boolean) | undefined;
 }
 
 export interface ReplicationStatus {
@@ -97,6 +104,11 @@ interface Generation {
   baseAtMs: number;
   /** Whether this generation's first base is in the store. */
   based: boolean;
+  /**
+   * The first base, copied and hashed but not uploaded yet: the store already holds this exact database
+   * (restored or verified at start), so the upload waits for the first commit (never, for a run without one).
+   */
+  deferredBase: { readonly snapshot: Snapshot; readonly checksum: bigint } | undefined;
 }
 
 export class Replicator {
@@ -297,6 +309,7 @@ export class Replicator {
       shippedSinceBase: false,
       baseAtMs: performance.now(),
       based: false,
+      deferredBase: undefined,
     };
     this.gen = gen;
     this.shippedSeq = 0;
@@ -316,21 +329,50 @@ export class Replicator {
       // From now on seals can compute checksums: the base's hashes are the chain's position 0.
       gen.hashes = hashes;
       gen.pageSize = hashes.pageSize;
-      const outcome = await uploadBase(this.options, snapshot, { gen: gen.id, seq: 0, checksum: hashes.checksum });
-      if (this.gen !== gen) return;
-      gen.based = true;
-      this.generationFailures = 0;
-      this.unprotectedSinceMs = undefined;
-      if (this.stateValue === 'starting') this.stateValue = 'running';
-      this.recordBase(gen, 0, outcome);
+      if (this.generations === 1 && this.options.storeHoldsDatabase?.() === true && this.pending?.empty !== false) {
+        // Nothing to protect yet: the store's current copy is this database. Upload at the first commit.
+        gen.deferredBase = { snapshot, checksum: hashes.checksum };
+        if (this.stateValue === 'starting') this.stateValue = 'running';
+        this.options.log.info(
+          { gen: gen.id },
+          'continuous replication: base ready; uploaded with the first change (the store holds this database)',
+        );
+        return;
+      }
+      await this.uploadFirstBase(gen, snapshot, hashes.checksum);
     } catch (error) {
-      if (this.gen !== gen) return;
-      await this.exclusive(async () => {
-        if (this.gen !== gen) return;
-        await this.dropGeneration();
-        this.generationFailed(`base of generation ${gen.id} failed: ${toError(error).message}`);
-      });
+      await this.firstBaseFailed(gen, error);
     }
+  }
+
+  /** Upload a generation's first base; `checksum` is the chain's at seq 0 (the running hashes may have moved on). */
+  private async uploadFirstBase(gen: Generation, snapshot: Snapshot, checksum: bigint): Promise<void> {
+    const outcome = await uploadBase(this.options, snapshot, { gen: gen.id, seq: 0, checksum });
+    if (this.gen !== gen) return;
+    gen.based = true;
+    this.generationFailures = 0;
+    this.unprotectedSinceMs = undefined;
+    if (this.stateValue === 'starting') this.stateValue = 'running';
+    this.recordBase(gen.id, 0, outcome);
+  }
+
+  /** The first commit after a deferred base: upload it now (segments ship meanwhile; they need it to be restorable). */
+  private startDeferredUpload(gen: Generation): void {
+    const deferred = gen.deferredBase;
+    if (!deferred || this.baseInFlight) return;
+    gen.deferredBase = undefined;
+    this.baseInFlight = this.uploadFirstBase(gen, deferred.snapshot, deferred.checksum)
+      .catch((error: unknown) => this.firstBaseFailed(gen, error))
+      .finally(() => (this.baseInFlight = undefined));
+  }
+
+  private async firstBaseFailed(gen: Generation, error: unknown): Promise<void> {
+    if (this.gen !== gen) return;
+    await this.exclusive(async () => {
+      if (this.gen !== gen) return;
+      await this.dropGeneration();
+      this.generationFailed(`base of generation ${gen.id} failed: ${toError(error).message}`);
+    });
   }
 
   private generationFailed(reason: string): void {
@@ -359,7 +401,9 @@ export class Replicator {
 
   /** Forget the current generation: release the pins, drop the pending segment and every unshipped segment. */
   private async dropGeneration(): Promise<void> {
+    const deferred = this.gen?.deferredBase;
     this.gen = undefined;
+    if (deferred) await discardSnapshot(deferred.snapshot);
     // Reopened by the next generation: the database file may have been replaced (a new inode).
     this.closeConnections();
     await this.pending?.discard();
@@ -443,6 +487,7 @@ export class Replicator {
     gen.seq = seq;
     gen.segmentBytesSinceBase += sealed.sizeBytes;
     this.shipper.enqueue(sealed);
+    this.startDeferredUpload(gen);
     this.options.log.debug(
       { gen: gen.id, seq, pages: sealed.pages, commits: sealed.commits, sizeBytes: sealed.sizeBytes },
       'segment sealed',
@@ -559,30 +604,28 @@ export class Replicator {
     if (!position) return undefined;
     this.options.log.info({ gen: gen.id, seq: position.seq, why }, 'taking a base');
     const { snapshot, hashes } = await copyBase(position.x, this.options.dbPath, this.options);
+    let chain: ChainPosition = { gen: gen.id, seq: position.seq, checksum: position.checksum };
     if (hashes.checksum !== position.checksum) {
-      await removeQuietly(snapshot.path);
-      await this.exclusive(() =>
-        this.gen === gen
-          ? this.breakContinuity(
-              `the base's checksum ${hashes.checksum.toString(16)} differs from the chain's ${position.checksum.toString(16)} at seq ${position.seq}`,
-            )
-          : Promise.resolve(),
-      );
-      throw new Error(`base of ${gen.id} at seq ${position.seq}: checksum mismatch; a new generation starts`);
+      // The copy is a good snapshot (SQLite made it) but the chain's running checksum disagrees with it: the
+      // chain cannot be trusted past this point. Upload the copy as the first base of a generation of its
+      // own (no segment follows it), and start a new generation for what comes next. Never guess.
+      const reason = `the base's checksum ${formatChecksum(hashes.checksum)} differs from the chain's ${formatChecksum(position.checksum)} at seq ${position.seq}`;
+      chain = { gen: newGenerationId(), seq: 0, checksum: hashes.checksum };
+      await this.exclusive(() => (this.gen === gen ? this.breakContinuity(reason) : Promise.resolve()));
     }
-    const outcome = await uploadBase(this.options, snapshot, { gen: gen.id, seq: position.seq, checksum: position.checksum });
+    const outcome = await uploadBase(this.options, snapshot, chain);
     if (this.gen === gen) {
       gen.baseAtMs = performance.now();
       gen.shippedSinceBase = false;
       gen.segmentBytesSinceBase -= position.bytesAtSeal;
     }
-    this.recordBase(gen, position.seq, outcome);
+    this.recordBase(chain.gen, chain.seq, outcome);
     return outcome;
   }
 
-  private recordBase(gen: Generation, seq: number, outcome: UploadOutcome): void {
+  private recordBase(gen: string, seq: number, outcome: UploadOutcome): void {
     this.bases += 1;
-    this.lastBase = { at: new Date().toISOString(), gen: gen.id, seq, versionId: outcome.uploaded?.versionId };
+    this.lastBase = { at: new Date().toISOString(), gen, seq, versionId: outcome.uploaded?.versionId };
     this.options.onBase?.(outcome);
   }
 
@@ -601,25 +644,41 @@ export class Replicator {
     try {
       await this.baseInFlight?.catch(() => undefined);
       if (this.stateValue === 'waiting-for-wal' || this.stateValue === 'stopped') return undefined;
-      let gen = this.gen;
-      while (!gen?.based) {
-        // No chain to extend: start one now and wait for its base, which then holds everything.
-        if (signal.aborted) throw new Error(`final base failed: ${this.lastBreak?.reason ?? 'no generation could start'}`);
-        await this.exclusive(() => this.startGeneration('final base'));
-        await this.baseInFlight;
-        gen = this.gen;
-        if (!gen?.based) await sleep(FINAL_RETRY_MS, undefined, { signal }).catch(() => undefined);
+      // Until the deadline: a generation whose first base is in the store, then an exact base after its
+      // last commit. A break on the way (the barrier's read found the WAL changed) starts a fresh one.
+      for (;;) {
+        if (signal.aborted)
+          throw new Error(`final base failed: ${this.lastBreak?.reason ?? 'no generation could start before the deadline'}`);
+        const gen = this.gen;
+        if (gen?.deferredBase) {
+          const unchanged = await this.exclusive(async () => {
+            // Read what came since the last tick: a commit seals, and sealing starts the base's upload.
+            if (this.gen === gen) await this.captureTick();
+            if (this.gen === gen) await this.sealIfDue(gen, true);
+            return this.gen === gen && gen.seq === 0;
+          });
+          // Not a single commit since start: the store holds this database; the final sync says so.
+          if (unchanged) return undefined;
+          this.startDeferredUpload(gen);
+          await this.baseInFlight;
+          continue;
+        }
+        if (!gen?.based) {
+          await this.exclusive(() => this.startGeneration('final base'));
+          await this.baseInFlight;
+          if (!this.gen?.based) await sleep(FINAL_RETRY_MS, undefined, { signal }).catch(() => undefined);
+          continue;
+        }
+        await this.exclusive(async () => {
+          if (this.gen === gen) await this.sealIfDue(gen, true);
+        });
+        await this.shipper.drain(signal).catch((error: unknown) => {
+          // The base below holds these commits anyway; a store that cannot take a segment will refuse it too.
+          this.options.log.warn({ err: toError(error).message }, 'final segments not shipped; the final base holds their commits');
+        });
+        const outcome = await this.exactBase(gen, 'shutdown', signal);
+        if (outcome) return outcome;
       }
-      await this.exclusive(async () => {
-        if (this.gen === gen) await this.sealIfDue(gen, true);
-      });
-      await this.shipper.drain(signal).catch((error: unknown) => {
-        // The base below holds these commits anyway; a store that cannot take a segment will refuse it too.
-        this.options.log.warn({ err: toError(error).message }, 'final segments not shipped; the final base holds their commits');
-      });
-      const outcome = await this.exactBase(gen, 'shutdown', signal);
-      if (!outcome) throw new Error(`final base failed: ${this.lastBreak?.reason ?? 'continuity broke at the end'}`);
-      return outcome;
     } finally {
       await this.stop();
     }
@@ -630,6 +689,9 @@ export class Replicator {
     this.running = false;
     clearTimeout(this.timer);
     await this.exclusive(async () => {
+      const deferred = this.gen?.deferredBase;
+      if (deferred) await discardSnapshot(deferred.snapshot);
+      if (this.gen) this.gen.deferredBase = undefined;
       await this.shipper.stop();
       await this.pending?.discard();
       this.pending = undefined;
