@@ -374,7 +374,7 @@ function renderRun(r: Results): string {
       perLoad ? '## 5. Request cost: S3 requests per hour, idle and under writes' : '## 5. Idle cost: S3 requests per hour',
       '',
       ...sectionRunNote(r, 'idle'),
-      `Counted by a proxy in front of the S3 server, one per tool, over the same ${i.windowS} s window (${(i.windowS / 60).toFixed(1)} min; scaled to one hour, so a request that happens once per ${i.windowS} s counts ${f(3600 / i.windowS, 1)} times). ${i.sizeMB} MB database; the app keeps its connection open. Start-up requests are excluded (db-sync starts already in sync; Litestream after its first snapshot). ` +
+      `Counted by a proxy in front of the S3 server, one per tool, over the same ${i.windowS} s window (${(i.windowS / 60).toFixed(1)} min; scaled to one hour, so a request that happens once per ${i.windowS} s counts ${f(3600 / i.windowS, 1)} times). ${i.sizeMB} MB database; the app keeps its connection open. Start-up requests are excluded (db-sync starts already in sync; Litestream after its first snapshot)${perLoad ? '; where the app writes, one row is committed just before the window, so the first base db-sync takes on the first change after its start is start-up too' : ''}. ` +
         (perLoad
           ? `**db-sync (continuous)**: db-sync at its defaults, which for this WAL database means continuous replication (segments about every second of commits, bases between). **db-sync (interval)**: \`DB_SYNC_CONTINUOUS=off\`, snapshots every \`DB_SYNC_INTERVAL\`, ${i.dbSyncInterval}. `
           : `db-sync at its default interval (${i.dbSyncInterval}). `) +
