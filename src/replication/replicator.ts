@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import { DEFAULT_BASE_INTERVAL_MS, DEFAULT_SEGMENT_INTERVAL_MS, MIN_SPOOL_MAX_BYTES } from '../config.js';
-import { DbSyncError, toError } from '../errors.js';
+import { DbSyncError, toError, wrapError } from '../errors.js';
 import { removeQuietly } from '../fs-atomic.js';
 import type { Snapshot } from '../core/snapshot.js';
 import type { UploadContext, UploadOutcome } from '../core/upload.js';
@@ -181,10 +181,12 @@ export class Replicator {
       );
     }
     const shipping = this.shipper.status();
-    if (shipping.consecutiveFailures >= SHIP_FAILURES_REPORTED && shipping.lastError) {
-      return new DbSyncError(
-        'Failure',
-        `continuous replication: ${shipping.queued} segment(s) not shipped, ${shipping.consecutiveFailures} failures in a row: ${shipping.lastError.message}`,
+    const failure = this.shipper.lastFailure;
+    if (shipping.consecutiveFailures >= SHIP_FAILURES_REPORTED && failure) {
+      // The storage error itself (its kind, code and hint: "was denied; grant the task role …").
+      return wrapError(
+        `continuous replication: ${shipping.queued} segment(s) not shipped, ${shipping.consecutiveFailures} failures in a row`,
+        failure,
       );
     }
     return true;
