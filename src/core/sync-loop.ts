@@ -258,10 +258,11 @@ export class SyncLoop {
 
   /**
    * Record an upload made outside the loop (a continuous-replication base): the baseline, the state file,
-   * `lastUpload` and the upload count follow it.
+   * `lastUpload` and the upload count follow it, and observers hear of it as of an uploading run.
    */
   async recordUpload(outcome: UploadOutcome): Promise<void> {
     if (!outcome.uploaded) return;
+    this.options.onRun?.('uploaded', outcome.uploadMs);
     this.uploads += 1;
     this.lastUpload = {
       at: new Date().toISOString(),
@@ -361,9 +362,9 @@ export class SyncLoop {
       // Continuous replication's final base, when it covers the database; else the snapshot below.
       const replaced = finalUpload ? await finalUpload(signal) : undefined;
       if (replaced) {
+        // Counted by recordUpload (every base is reported there), not here.
         await this.adopt(replaced, token);
         uploaded = replaced.uploaded;
-        if (uploaded) this.uploads += 1;
       } else if (this.baseline.token === undefined || token !== this.baseline.token || this.baseline.sha256 === undefined) {
         const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256 });
         await this.adopt(outcome, token);

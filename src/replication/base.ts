@@ -34,7 +34,8 @@ export async function copyBase(
 ): Promise<{ snapshot: Snapshot; hashes: PageHashes }> {
   const started = performance.now();
   const takenAt = new Date();
-  const destination = tempPathBeside(dbPath, 'base');
+  // A snapshot like any other (the name says so to whoever finds one left by a kill).
+  const destination = tempPathBeside(dbPath, 'snapshot-base');
   const snapshot: Snapshot = { path: destination, sizeBytes: 0, sha256: '', takenAt, journalMode: 'wal', durationMs: 0 };
   try {
     try {

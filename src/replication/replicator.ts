@@ -17,9 +17,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import { DEFAULT_BASE_INTERVAL_MS, DEFAULT_SEGMENT_INTERVAL_MS, MIN_SPOOL_MAX_BYTES } from '../config.js';
-import { DbSyncError, toError } from '../errors.js';
+import { DbSyncError, toError, wrapError } from '../errors.js';
 import { removeQuietly } from '../fs-atomic.js';
-import { discardSnapshot, type Snapshot } from '../core/snapshot.js';
+import type { Snapshot } from '../core/snapshot.js';
 import type { UploadContext, UploadOutcome } from '../core/upload.js';
 import { copyBase, uploadBase } from './base.js';
 import { formatChecksum, type PageHashes } from './checksum.js';
@@ -105,10 +105,12 @@ interface Generation {
   /** Whether this generation's first base is in the store. */
   based: boolean;
   /**
-   * The first base, copied and hashed but not uploaded yet: the store already holds this exact database
-   * (restored or verified at start), so the upload waits for the first commit (never, for a run without one).
+   * The first base's reader X, its read transaction open at the generation's position, not copied yet:
+   * nothing needs uploading until the database changes, so the copy starts with the first commit captured
+   * (never, for a run without one). No disk space is spent meanwhile; the open read transaction holds back
+   * nothing while nothing is written.
    */
-  deferredBase: { readonly snapshot: Snapshot; readonly checksum: bigint } | undefined;
+  deferredReader: Database.Database | undefined;
 }
 
 export class Replicator {
@@ -124,6 +126,8 @@ export class Replicator {
   /** Serializes ticks, seals and barriers: only one of them touches the WAL cursor and the pins at a time. */
   private exclusiveChain: Promise<unknown> = Promise.resolve();
   private baseInFlight: Promise<void> | undefined;
+  /** Fires on {@link stop}: cancels bases in flight. */
+  private readonly stopController = new AbortController();
   private generationRetryAtMs = 0;
   private generationFailures = 0;
   private journalCheckAtMs = 0;
@@ -177,10 +181,12 @@ export class Replicator {
       );
     }
     const shipping = this.shipper.status();
-    if (shipping.consecutiveFailures >= SHIP_FAILURES_REPORTED && shipping.lastError) {
-      return new DbSyncError(
-        'Failure',
-        `continuous replication: ${shipping.queued} segment(s) not shipped, ${shipping.consecutiveFailures} failures in a row: ${shipping.lastError.message}`,
+    const failure = this.shipper.lastFailure;
+    if (shipping.consecutiveFailures >= SHIP_FAILURES_REPORTED && failure) {
+      // The storage error itself (its kind, code and hint: "was denied; grant the task role …").
+      return wrapError(
+        `continuous replication: ${shipping.queued} segment(s) not shipped, ${shipping.consecutiveFailures} failures in a row`,
+        failure,
       );
     }
     return true;
@@ -309,19 +315,42 @@ export class Replicator {
       shippedSinceBase: false,
       baseAtMs: performance.now(),
       based: false,
-      deferredBase: undefined,
+      deferredReader: undefined,
     };
     this.gen = gen;
     this.shippedSeq = 0;
     this.generations += 1;
     this.stateValue = 'starting';
     log.info({ gen: gen.id, reason }, 'continuous replication: new generation; taking its base');
+    if (this.generations === 1 && this.options.storeHoldsDatabase?.() === true) {
+      gen.deferredReader = x;
+      this.stateValue = 'running';
+      log.info({ gen: gen.id }, 'continuous replication: the store holds this database; its base is taken with the first change');
+      return;
+    }
+    this.startFirstBase(gen, x);
+  }
+
+  private startFirstBase(gen: Generation, x: Database.Database): void {
     this.baseInFlight = this.firstBase(gen, x).finally(() => (this.baseInFlight = undefined));
+  }
+
+  /** Close a deferred first base's reader (nothing was written, or the generation ends). */
+  private closeDeferredReader(gen: Generation | undefined): void {
+    const x = gen?.deferredReader;
+    if (!gen || !x) return;
+    gen.deferredReader = undefined;
+    try {
+      if (x.inTransaction) x.exec('ROLLBACK');
+      x.close();
+    } catch {
+      // Best effort: closing a read-only connection.
+    }
   }
 
   private async firstBase(gen: Generation, x: Database.Database): Promise<void> {
     try {
-      const { snapshot, hashes } = await copyBase(x, this.options.dbPath, this.options);
+      const { snapshot, hashes } = await copyBase(x, this.options.dbPath, this.options, this.stopController.signal);
       if (this.gen !== gen) {
         await removeQuietly(snapshot.path);
         return;
@@ -329,16 +358,6 @@ export class Replicator {
       // From now on seals can compute checksums: the base's hashes are the chain's position 0.
       gen.hashes = hashes;
       gen.pageSize = hashes.pageSize;
-      if (this.generations === 1 && this.options.storeHoldsDatabase?.() === true && this.pending?.empty !== false) {
-        // Nothing to protect yet: the store's current copy is this database. Upload at the first commit.
-        gen.deferredBase = { snapshot, checksum: hashes.checksum };
-        if (this.stateValue === 'starting') this.stateValue = 'running';
-        this.options.log.info(
-          { gen: gen.id },
-          'continuous replication: base ready; uploaded with the first change (the store holds this database)',
-        );
-        return;
-      }
       await this.uploadFirstBase(gen, snapshot, hashes.checksum);
     } catch (error) {
       await this.firstBaseFailed(gen, error);
@@ -347,23 +366,13 @@ export class Replicator {
 
   /** Upload a generation's first base; `checksum` is the chain's at seq 0 (the running hashes may have moved on). */
   private async uploadFirstBase(gen: Generation, snapshot: Snapshot, checksum: bigint): Promise<void> {
-    const outcome = await uploadBase(this.options, snapshot, { gen: gen.id, seq: 0, checksum });
+    const outcome = await uploadBase(this.options, snapshot, { gen: gen.id, seq: 0, checksum }, { signal: this.stopController.signal });
     if (this.gen !== gen) return;
     gen.based = true;
     this.generationFailures = 0;
     this.unprotectedSinceMs = undefined;
     if (this.stateValue === 'starting') this.stateValue = 'running';
     this.recordBase(gen.id, 0, outcome);
-  }
-
-  /** The first commit after a deferred base: upload it now (segments ship meanwhile; they need it to be restorable). */
-  private startDeferredUpload(gen: Generation): void {
-    const deferred = gen.deferredBase;
-    if (!deferred || this.baseInFlight) return;
-    gen.deferredBase = undefined;
-    this.baseInFlight = this.uploadFirstBase(gen, deferred.snapshot, deferred.checksum)
-      .catch((error: unknown) => this.firstBaseFailed(gen, error))
-      .finally(() => (this.baseInFlight = undefined));
   }
 
   private async firstBaseFailed(gen: Generation, error: unknown): Promise<void> {
@@ -401,9 +410,8 @@ export class Replicator {
 
   /** Forget the current generation: release the pins, drop the pending segment and every unshipped segment. */
   private async dropGeneration(): Promise<void> {
-    const deferred = this.gen?.deferredBase;
+    this.closeDeferredReader(this.gen);
     this.gen = undefined;
-    if (deferred) await discardSnapshot(deferred.snapshot);
     // Reopened by the next generation: the database file may have been replaced (a new inode).
     this.closeConnections();
     await this.pending?.discard();
@@ -429,6 +437,13 @@ export class Replicator {
     if (outcome.kind === 'broken') {
       await this.breakContinuity(outcome.reason);
       return;
+    }
+    if (outcome.kind === 'frames' && gen.deferredReader) {
+      // The first change since the start: the base at the generation's position is needed now.
+      const x = gen.deferredReader;
+      gen.deferredReader = undefined;
+      this.options.log.info({ gen: gen.id }, 'continuous replication: first change; taking the base');
+      this.startFirstBase(gen, x);
     }
     await this.sealIfDue(gen, false);
     if (this.gen !== gen) return;
@@ -487,7 +502,6 @@ export class Replicator {
     gen.seq = seq;
     gen.segmentBytesSinceBase += sealed.sizeBytes;
     this.shipper.enqueue(sealed);
-    this.startDeferredUpload(gen);
     this.options.log.debug(
       { gen: gen.id, seq, pages: sealed.pages, commits: sealed.commits, sizeBytes: sealed.sizeBytes },
       'segment sealed',
@@ -578,6 +592,7 @@ export class Replicator {
    * @param waitForBarrier keep trying for the barrier until this signal fires (shutdown); undefined = once.
    */
   private async exactBase(gen: Generation, why: string, waitForBarrier: AbortSignal | undefined): Promise<UploadOutcome | undefined> {
+    const signal = waitForBarrier ? AbortSignal.any([waitForBarrier, this.stopController.signal]) : this.stopController.signal;
     const position = await this.exclusive(async () => {
       const connections = this.connections;
       if (this.gen !== gen || !connections || !gen.hashes) return undefined;
@@ -603,7 +618,7 @@ export class Replicator {
     });
     if (!position) return undefined;
     this.options.log.info({ gen: gen.id, seq: position.seq, why }, 'taking a base');
-    const { snapshot, hashes } = await copyBase(position.x, this.options.dbPath, this.options);
+    const { snapshot, hashes } = await copyBase(position.x, this.options.dbPath, this.options, signal);
     let chain: ChainPosition = { gen: gen.id, seq: position.seq, checksum: position.checksum };
     if (hashes.checksum !== position.checksum) {
       // The copy is a good snapshot (SQLite made it) but the chain's running checksum disagrees with it: the
@@ -613,7 +628,7 @@ export class Replicator {
       chain = { gen: newGenerationId(), seq: 0, checksum: hashes.checksum };
       await this.exclusive(() => (this.gen === gen ? this.breakContinuity(reason) : Promise.resolve()));
     }
-    const outcome = await uploadBase(this.options, snapshot, chain);
+    const outcome = await uploadBase(this.options, snapshot, chain, { signal });
     if (this.gen === gen) {
       gen.baseAtMs = performance.now();
       gen.shippedSinceBase = false;
@@ -641,6 +656,9 @@ export class Replicator {
   async finish(signal: AbortSignal): Promise<UploadOutcome | undefined> {
     this.running = false;
     clearTimeout(this.timer);
+    // The deadline or a second signal cancels whatever base is in flight, the final one included.
+    const cancel = (): void => this.stopController.abort(signal.reason);
+    signal.addEventListener('abort', cancel, { once: true });
     try {
       await this.baseInFlight?.catch(() => undefined);
       if (this.stateValue === 'waiting-for-wal' || this.stateValue === 'stopped') return undefined;
@@ -650,16 +668,14 @@ export class Replicator {
         if (signal.aborted)
           throw new Error(`final base failed: ${this.lastBreak?.reason ?? 'no generation could start before the deadline'}`);
         const gen = this.gen;
-        if (gen?.deferredBase) {
+        if (gen?.deferredReader) {
           const unchanged = await this.exclusive(async () => {
-            // Read what came since the last tick: a commit seals, and sealing starts the base's upload.
+            // Read what came since the last tick: a commit starts the base.
             if (this.gen === gen) await this.captureTick();
-            if (this.gen === gen) await this.sealIfDue(gen, true);
-            return this.gen === gen && gen.seq === 0;
+            return this.gen === gen && gen.deferredReader !== undefined;
           });
-          // Not a single commit since start: the store holds this database; the final sync says so.
+          // Not a single commit since the start: the store holds this database; the final sync says so.
           if (unchanged) return undefined;
-          this.startDeferredUpload(gen);
           await this.baseInFlight;
           continue;
         }
@@ -680,6 +696,7 @@ export class Replicator {
         if (outcome) return outcome;
       }
     } finally {
+      signal.removeEventListener('abort', cancel);
       await this.stop();
     }
   }
@@ -687,11 +704,11 @@ export class Replicator {
   /** Stop without a final base (a second signal, or the app never ran). Idempotent. */
   async stop(): Promise<void> {
     this.running = false;
+    // Cancels a base in flight (a copy between steps, an upload): stopping must not wait for one.
+    this.stopController.abort(new Error('continuous replication stopped'));
     clearTimeout(this.timer);
     await this.exclusive(async () => {
-      const deferred = this.gen?.deferredBase;
-      if (deferred) await discardSnapshot(deferred.snapshot);
-      if (this.gen) this.gen.deferredBase = undefined;
+      this.closeDeferredReader(this.gen);
       await this.shipper.stop();
       await this.pending?.discard();
       this.pending = undefined;

@@ -42,6 +42,7 @@ export class SegmentShipper {
   private controller = new AbortController();
   private failures = 0;
   private lastError: ShipperStatus['lastError'];
+  private lastErrorObject: Error | undefined;
   private stopped = false;
 
   constructor(private readonly options: ShipperOptions) {}
@@ -96,6 +97,7 @@ export class SegmentShipper {
         this.failures += 1;
         const code = failureKind(err);
         this.lastError = { message: err.message, code, at: new Date().toISOString() };
+        this.lastErrorObject = err;
         if ((this.failures & (this.failures - 1)) === 0) {
           this.options.log.error(
             { key, err: err.message, code, consecutiveFailures: this.failures, queued: this.queue.length },
@@ -138,6 +140,11 @@ export class SegmentShipper {
     this.stopped = true;
     this.controller.abort(new Error('shipper stopped'));
     await this.running?.catch(() => undefined);
+  }
+
+  /** The last failure itself (kind, hint, cause), for reports; undefined before the first. */
+  get lastFailure(): Error | undefined {
+    return this.lastErrorObject;
   }
 
   status(): ShipperStatus {
