@@ -689,6 +689,8 @@ export class Replicator {
         }
         if (!gen?.based) {
           await this.exclusive(() => this.startGeneration('final base'));
+          // Not (or no longer readable as) a WAL database: the final snapshot decides, and reports why.
+          if ((this.stateValue as ReplicatorState) === 'waiting-for-wal') return undefined;
           await this.baseInFlight;
           if (!this.gen?.based) await sleep(FINAL_RETRY_MS, undefined, { signal }).catch(() => undefined);
           continue;
