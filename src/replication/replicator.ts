@@ -287,6 +287,10 @@ export class Replicator {
       this.generationFailed(`cannot open the database: ${toError(error).message}`);
       return;
     }
+    // Read what the WAL holds now without the barrier (a large WAL left by a crash takes a while), so that
+    // under the barrier, where the app's writers wait, only what was appended since is read.
+    this.follower.reset();
+    await this.follower.poll(async () => undefined).catch(() => undefined);
     if (!connections.tryBarrier()) {
       log.debug('generation start: the app holds the write lock; trying again next tick');
       this.stateValue = 'broken';
@@ -294,8 +298,12 @@ export class Replicator {
     }
     let x: Database.Database;
     try {
-      this.follower.reset();
-      const outcome = await this.follower.poll(async () => undefined);
+      let outcome = await this.follower.poll(async () => undefined);
+      if (outcome.kind === 'broken') {
+        // Restarted more than once since the read above: read the WAL as it is now, from its start.
+        this.follower.reset();
+        outcome = await this.follower.poll(async () => undefined);
+      }
       if (outcome.kind === 'broken') throw new Error(outcome.reason);
       connections.releaseAllPins();
       connections.beginPin();
@@ -681,6 +689,8 @@ export class Replicator {
         }
         if (!gen?.based) {
           await this.exclusive(() => this.startGeneration('final base'));
+          // Not (or no longer readable as) a WAL database: the final snapshot decides, and reports why.
+          if ((this.stateValue as ReplicatorState) === 'waiting-for-wal') return undefined;
           await this.baseInFlight;
           if (!this.gen?.based) await sleep(FINAL_RETRY_MS, undefined, { signal }).catch(() => undefined);
           continue;

@@ -111,8 +111,8 @@ async function shippedAll(s: Setup): Promise<void> {
     const st = s.replicator.status();
     return st.state === 'running' && st.lagMs === 0 && st.shipping.queued === 0 && st.shippedSeq === st.sealedSeq;
   });
-  // One more tick: the commits made just before may not have been read yet.
-  await sleep(150);
+  // A few more ticks (50 ms each): the commits made just before may not have been read yet.
+  await sleep(400);
   await until('everything shipped', () => {
     const st = s.replicator.status();
     return st.lagMs === 0 && st.shipping.queued === 0 && st.shippedSeq === st.sealedSeq;
@@ -323,8 +323,10 @@ describe('Replicator when the store already holds the database (restored or veri
     await sleep(200);
     expect(await s.store.listVersions(KEY)).toEqual([]);
     await s.commit(3);
-    await shippedAll(s);
+    // The change starts the base's copy; the segment ships once the base is hashed.
     await until('the base', () => s.replicator.status().bases === 1);
+    await until('the first segment', () => s.replicator.status().shippedSeq >= 1);
+    await shippedAll(s);
     const head = await s.store.head(KEY);
     expect(head?.metadata['chain-seq']).toBe('0');
     expect(await restoredIds(s)).toEqual(range(s.next()));
