@@ -43,6 +43,8 @@ const GENERATION_RETRY_MIN_MS = 5_000;
 const GENERATION_RETRY_MAX_MS = 60_000;
 /** Failed segment uploads in a row after which the interval loop reports a failure. */
 const SHIP_FAILURES_REPORTED = 3;
+/** The final sync waits at most this long for queued segments before its base. */
+const FINAL_DRAIN_MAX_MS = 5_000;
 /** Between attempts of a final base that has no generation to extend. */
 const FINAL_RETRY_MS = 250;
 /** A database not in WAL mode is looked at again this often (a header read). */
@@ -600,7 +602,8 @@ export class Replicator {
    * @param waitForBarrier keep trying for the barrier until this signal fires (shutdown); undefined = once.
    */
   private async exactBase(gen: Generation, why: string, waitForBarrier: AbortSignal | undefined): Promise<UploadOutcome | undefined> {
-    const signal = waitForBarrier ? AbortSignal.any([waitForBarrier, this.stopController.signal]) : this.stopController.signal;
+    // finish() aborts stopController when its own signal fires, so this one signal covers both.
+    const signal = this.stopController.signal;
     const position = await this.exclusive(async () => {
       const connections = this.connections;
       if (this.gen !== gen || !connections || !gen.hashes) return undefined;
@@ -698,7 +701,8 @@ export class Replicator {
         await this.exclusive(async () => {
           if (this.gen === gen) await this.sealIfDue(gen, true);
         });
-        await this.shipper.drain(signal).catch((error: unknown) => {
+        // Bounded: the final base holds these commits anyway, and must keep most of the deadline for itself.
+        await this.shipper.drain(signal, FINAL_DRAIN_MAX_MS).catch((error: unknown) => {
           // The base below holds these commits anyway; a store that cannot take a segment will refuse it too.
           this.options.log.warn({ err: toError(error).message }, 'final segments not shipped; the final base holds their commits');
         });

@@ -111,17 +111,20 @@ export class SegmentShipper {
   }
 
   /**
-   * Wait until every queued segment is shipped.
-   * @throws AbortedError when `signal` fires first (naming the last shipping error).
+   * Wait until every queued segment is shipped, at most `maxMs`.
+   * (A plain deadline rather than `AbortSignal.any([signal, AbortSignal.timeout(maxMs)])`: measured on Node
+   * 20, such a combined signal never fired, and a SIGTERM'd daemon hung here past its shutdown deadline.)
+   * @throws AbortedError when `signal` fires or `maxMs` passes first (naming the last shipping error).
    */
-  async drain(signal: AbortSignal): Promise<void> {
+  async drain(signal: AbortSignal, maxMs = Number.POSITIVE_INFINITY): Promise<void> {
+    const deadline = performance.now() + maxMs;
     while (this.queue.length > 0) {
-      if (signal.aborted) {
+      if (signal.aborted || performance.now() >= deadline) {
         const last = this.lastError ? `; last error: ${this.lastError.message}` : '';
         throw new AbortedError(`ship segments: ${this.queue.length} not shipped${last}`, signal.reason);
       }
       this.kick();
-      await sleep(DRAIN_POLL_MS, undefined, { signal }).catch(() => undefined);
+      await sleep(DRAIN_POLL_MS);
     }
   }
 
