@@ -16,6 +16,13 @@ export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 20_000;
 /** `exec`: how long the app gets to exit after the forwarded SIGTERM/SIGINT before it is sent SIGKILL. */
 export const DEFAULT_CHILD_STOP_TIMEOUT_MS = 10_000;
 export const DEFAULT_HEALTH_PORT = 8790;
+/** Continuous replication's defaults (docs/continuous-replication.md, "Settings"). */
+export const DEFAULT_SEGMENT_INTERVAL_MS = 1_000;
+export const MIN_SEGMENT_INTERVAL_MS = 100;
+export const DEFAULT_BASE_INTERVAL_MS = 60 * 60_000;
+export const MIN_SPOOL_MAX_BYTES = 64 * 1024 * 1024;
+/** An explicit DB_SYNC_SPOOL_MAX may go lower than the default's floor (small disks, tests), not below this. */
+export const MIN_EXPLICIT_SPOOL_MAX_BYTES = 1024 * 1024;
 /** Loopback by default: the ECS health check runs inside the task, and nothing else should reach it. */
 export const DEFAULT_HEALTH_HOST = '127.0.0.1';
 export const MIN_INTERVAL_MS = 1_000;
@@ -56,6 +63,8 @@ export type IntegrityCheck = 'quick' | 'full' | 'none';
 export type OnUnknownHistory = 'remote' | 'local';
 /** `auto`: enforce where the store enforces conditional writes, else warn; `required`: refuse to start without; `off`. */
 export type LeaseMode = 'auto' | 'required' | 'off';
+/** Continuous replication: `auto` for WAL databases (rollback-journal ones keep interval snapshots), `off` for none. */
+export type ContinuousMode = 'auto' | 'off';
 /** Server-side encryption db-sync asks S3 for: SSE-S3 (`AES256`) or SSE-KMS (`aws:kms`). */
 export type SseMode = 'AES256' | 'aws:kms';
 /** Bucket versioning at start: `warn` when it is off, `required` refuses to start (exit 2), `off` skips the check. */
@@ -73,6 +82,14 @@ export interface Config {
   readonly replicaDir: string | undefined;
   /** How often to look for changes and upload a snapshot. */
   readonly intervalMs: number;
+  /** Continuous replication of WAL databases (docs/continuous-replication.md): `auto` = on for WAL databases, `off`. */
+  readonly continuous: ContinuousMode;
+  /** Longest a captured commit waits before its segment is sealed and shipped. */
+  readonly segmentIntervalMs: number;
+  /** A new base after this long when segments were shipped since the last one. */
+  readonly baseIntervalMs: number;
+  /** Local spool cap while the store is unreachable; undefined = 25 % of the database, at least 64 MiB. */
+  readonly spoolMaxBytes: number | undefined;
   /** Health server port; 0 disables the server. */
   readonly healthPort: number;
   readonly healthHost: string;
@@ -227,6 +244,25 @@ function positiveCount(name: string, fallback: number, max: number) {
   };
 }
 
+/** A byte size: plain bytes or a number with a unit (`KB`, `MB`, `GB`, `KiB`, `MiB`, `GiB`); at least `minBytes`. */
+export function parseSize(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$/i.exec(text);
+  if (!match) return undefined;
+  const unit = (match[2] ?? 'b').toLowerCase();
+  const factor: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+  return Math.round(Number(match[1]) * factor[unit]!);
+}
+
+function optionalSize(name: string, minBytes: number) {
+  return (raw: string | undefined): Parsed<number | undefined> => {
+    if (raw === undefined || raw.trim() === '') return ok(undefined);
+    const bytes = parseSize(raw);
+    if (bytes === undefined) return bad(`${name}="${raw}" is not a size; use bytes or a unit (512MiB, 2GiB, 100MB)`);
+    if (bytes < minBytes) return bad(`${name}="${raw}" is too small; the minimum is ${minBytes / 1024 ** 2} MiB`);
+    return ok(bytes);
+  };
+}
+
 function s3Key(raw: string | undefined): Parsed<string> {
   const key = raw === undefined || raw.trim() === '' ? DEFAULT_KEY : raw.trim();
   if (key.startsWith('/')) return bad(`DB_S3_KEY="${key}" must not start with "/"; S3 keys are relative to the bucket`);
@@ -318,6 +354,40 @@ export const SETTINGS = [
     description: 'How often to snapshot and upload when the database changed: seconds or 30s, 5m, 1h.',
     defaultText: '5m',
     parse: duration('DB_SYNC_INTERVAL', DEFAULT_INTERVAL_MS, MIN_INTERVAL_MS),
+  }),
+  setting({
+    field: 'continuous',
+    env: 'DB_SYNC_CONTINUOUS',
+    flag: 'continuous',
+    description:
+      'run, exec: continuous replication of WAL databases (commits shipped about every second, restored as base + segments): auto (on for WAL databases) or off (interval snapshots only).',
+    defaultText: 'auto',
+    parse: oneOf<ContinuousMode>('DB_SYNC_CONTINUOUS', ['auto', 'off'], 'auto'),
+  }),
+  setting({
+    field: 'segmentIntervalMs',
+    env: 'DB_SYNC_SEGMENT_INTERVAL',
+    flag: 'segment-interval',
+    description: 'Continuous replication: longest a captured commit waits before its segment is sealed and shipped.',
+    defaultText: '1s',
+    parse: duration('DB_SYNC_SEGMENT_INTERVAL', DEFAULT_SEGMENT_INTERVAL_MS, MIN_SEGMENT_INTERVAL_MS),
+  }),
+  setting({
+    field: 'baseIntervalMs',
+    env: 'DB_SYNC_BASE_INTERVAL',
+    flag: 'base-interval',
+    description: 'Continuous replication: a new base (full copy) after this long when segments were shipped since the last one.',
+    defaultText: '1h',
+    parse: duration('DB_SYNC_BASE_INTERVAL', DEFAULT_BASE_INTERVAL_MS, MIN_INTERVAL_MS),
+  }),
+  setting({
+    field: 'spoolMaxBytes',
+    env: 'DB_SYNC_SPOOL_MAX',
+    flag: 'spool-max',
+    description:
+      'Continuous replication: local spool cap while the store is unreachable (e.g. 512MiB); over it the spool is dropped and a new generation starts when the store is back.',
+    defaultText: '25% of the database, at least 64MiB',
+    parse: optionalSize('DB_SYNC_SPOOL_MAX', MIN_EXPLICIT_SPOOL_MAX_BYTES),
   }),
   setting({
     field: 'healthPort',

@@ -73,6 +73,14 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
     restoreTimeoutMs: ctx.config.restoreTimeoutMs,
     versioningCheck: ctx.config.versioningCheck,
     onUnknownHistory: ctx.config.onUnknownHistory,
+    continuous:
+      ctx.config.continuous === 'off'
+        ? undefined
+        : {
+            segmentIntervalMs: ctx.config.segmentIntervalMs,
+            baseIntervalMs: ctx.config.baseIntervalMs,
+            spoolMaxBytes: ctx.config.spoolMaxBytes,
+          },
   });
   ctx.shutdown.onClose('sync loop', () => sidecar.close());
   await startHealth(ctx, sidecar, metrics);
@@ -88,8 +96,19 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
     throw error;
   }
   sidecar.start();
+  await sidecar.started();
   emf?.markReady();
-  ctx.log.info({ intervalMs: ctx.config.intervalMs, key: ctx.config.key, location: ctx.store.location }, 'ready; syncing');
+  const replication = sidecar.status().replication;
+  ctx.log.info(
+    {
+      intervalMs: ctx.config.intervalMs,
+      key: ctx.config.key,
+      location: ctx.store.location,
+      continuous: replication ? replication.state !== 'waiting-for-wal' : false,
+      generation: replication?.generation,
+    },
+    'ready; syncing',
+  );
   return sidecar;
 }
 

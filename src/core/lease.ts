@@ -492,6 +492,19 @@ export class Lease {
   }
 
   /**
+   * Check, without a request, that the lease is held and its monotonic validity deadline has not passed:
+   * the fence of writes too frequent to renew before each (continuous replication's segments). The
+   * renewal timer keeps the deadline moving; a write after it passed must wait for a renewal.
+   * @throws LeaseLostError when lost, LeaseLapsedError when not (or no longer) confirmed.
+   */
+  assertLocallyValid(): void {
+    if (this.stateValue === 'lost') throw this.lostError();
+    if (this.stateValue !== 'held' || this.now() >= this.validUntil) {
+      throw new LeaseLapsedError(`lease ${this.options.key}: not confirmed within its TTL`);
+    }
+  }
+
+  /**
    * A signal that fires when the lease lapses or is lost: pass it to a write so that it is abandoned
    * before it can complete without the lease. Call the returned `done` when the write is over.
    */
@@ -627,10 +640,38 @@ export class FencedStore implements ReplicaStore {
     return this.fenced(options.signal, (signal) => this.inner.delete(key, { signal }));
   }
 
+  /**
+   * A put fenced by the lease's *local* validity (no renewal request): for segments, one a second, where a
+   * request per object would double the cost. A write is still abandoned when validity lapses mid-way.
+   * Bases, backups and deletes use the renewing fence ({@link put}).
+   */
+  putLocallyFenced(key: string, sourcePath: string, options: PutOptions): Promise<ObjectInfo> {
+    const lease = this.lease();
+    if (!lease) return this.inner.put(key, sourcePath, options);
+    return this.withFence(
+      lease,
+      options.signal,
+      (signal) => this.inner.put(key, sourcePath, { ...options, signal }),
+      () => {
+        lease.assertLocallyValid();
+        return Promise.resolve();
+      },
+    );
+  }
+
   private async fenced<T>(callerSignal: AbortSignal | undefined, write: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
     const lease = this.lease();
     if (!lease) return write(callerSignal);
-    await lease.assertHeld(callerSignal);
+    return this.withFence(lease, callerSignal, write, () => lease.assertHeld(callerSignal));
+  }
+
+  private async withFence<T>(
+    lease: Lease,
+    callerSignal: AbortSignal | undefined,
+    write: (signal: AbortSignal | undefined) => Promise<T>,
+    check: () => Promise<void>,
+  ): Promise<T> {
+    await check();
     const fence = lease.fence();
     try {
       return await write(callerSignal ? AbortSignal.any([callerSignal, fence.signal]) : fence.signal);

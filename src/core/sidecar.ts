@@ -17,6 +17,7 @@ import { replayFields } from '../replication/replay.js';
 import { restoreNewestGood, type Restored } from './restore.js';
 import { isRetryable, SHORT_RETRY } from './retry.js';
 import { SyncLoop, type FinalSyncResult, type SyncLoopOptions, type SyncStatus } from './sync-loop.js';
+import { Replicator, type ReplicationStatus } from '../replication/replicator.js';
 import { checkVersioning, type VersioningStatus } from './versioning.js';
 
 export type Phase = 'starting' | 'waiting-for-lease' | 'restoring' | 'ready' | 'stopping' | 'stopped' | 'failed';
@@ -47,6 +48,15 @@ export interface SidecarOptions extends SyncLoopOptions {
   readonly versioningCheck?: VersioningCheck | undefined;
   /** A local database with no sync history: which copy wins (default `remote`). */
   readonly onUnknownHistory?: OnUnknownHistory | undefined;
+  /** Continuous replication of a WAL database (DB_SYNC_CONTINUOUS=auto); absent = off. */
+  readonly continuous?: ContinuousOptions | undefined;
+}
+
+export interface ContinuousOptions {
+  readonly segmentIntervalMs: number;
+  readonly baseIntervalMs: number;
+  /** undefined = 25 % of the database, at least 64 MiB. */
+  readonly spoolMaxBytes: number | undefined;
 }
 
 /** The lease as the sidecar reports it: `off` (disabled), `unenforced` (the store cannot enforce it), or the lease's own state. */
@@ -81,9 +91,31 @@ export class Sidecar {
   private restoringSinceMs: number | undefined;
   private restoreMsValue: number | undefined;
 
+  /** Continuous replication; undefined when off. While it covers the database the loop uploads nothing. */
+  private replicator: Replicator | undefined;
+  /**
+   * Nothing needs uploading until the database changes (as of prepare()): it is the store's current copy
+   * (restored, or verified identical), or a copy the store's current object must not be replaced by
+   * without a change. Continuous replication's first base then waits for the first commit.
+   */
+  private storeHoldsDatabase = false;
+  private startedPromise: Promise<void> = Promise.resolve();
+
   constructor(private readonly sidecarOptions: SidecarOptions) {
-    this.options = { ...sidecarOptions, store: new FencedStore(sidecarOptions.store, () => this.lease) };
+    const fenced = new FencedStore(sidecarOptions.store, () => this.lease);
+    this.options = { ...sidecarOptions, store: fenced, superseded: () => this.replicator?.coverage() ?? false };
     this.loop = new SyncLoop(this.options);
+    const continuous = sidecarOptions.continuous;
+    if (continuous) {
+      this.replicator = new Replicator({
+        ...this.options,
+        ...continuous,
+        // One PUT a second: fenced by the lease's local validity, not a renewal request each (bases renew).
+        putSegment: (key, path, options) => fenced.putLocallyFenced(key, path, options),
+        onBase: (outcome) => void this.loop.recordUpload(outcome),
+        storeHoldsDatabase: () => this.storeHoldsDatabase,
+      });
+    }
   }
 
   get phase(): Phase {
@@ -152,6 +184,8 @@ export class Sidecar {
           versionId: restored.info.key === key ? restored.info.versionId : undefined,
           token: await this.loop.probe(),
         });
+        // Replaced by the next change of the database only: continuous replication's first base waits too.
+        this.storeHoldsDatabase = true;
       } else if (restored.skipped.length > 0) {
         // After a fallback past copies damaged in transit or in the store: leave the baseline empty so the
         // bad current object is replaced soon.
@@ -159,6 +193,7 @@ export class Sidecar {
         this.loop.setBaseline({});
       } else {
         await this.loop.setSynced({ sha256: restored.sha256, versionId: restored.info.versionId, token: await this.loop.probe() });
+        this.storeHoldsDatabase = true;
       }
       log.info(
         {
@@ -250,6 +285,7 @@ export class Sidecar {
     this.phaseValue = 'failed';
     this.leaseLostController.abort(error);
     void this.loop.stop();
+    void this.replicator?.stop();
     this.options.log.fatal(
       { err: error.message, lease: this.lease?.status() },
       'LEASE LOST: another db-sync owns the database now; no further uploads from this task (health is failing; stop this task)',
@@ -274,6 +310,7 @@ export class Sidecar {
     switch (r.decision) {
       case 'in-sync':
         await this.loop.setSynced({ sha256: r.sha256, versionId: r.versionId, token });
+        this.storeHoldsDatabase = true;
         log.info({ path: dbPath, sha256: r.sha256 }, 'local database present and identical to the remote copy; keeping it');
         return { action: 'kept-local' };
       case 'remote-ahead':
@@ -372,11 +409,46 @@ export class Sidecar {
     }
   }
 
-  /** Start syncing; the database is ready for the app from now on. */
+  /**
+   * Start syncing; the database is ready for the app from then on. Continuous replication starts first
+   * (its first generation's position is taken before the app is told it may write), so a WAL database's
+   * interval snapshots stand down from the loop's first run; {@link started} resolves when both run and
+   * the phase is `ready` (at once without continuous replication). When continuous replication cannot start
+   * (a local failure), interval snapshots carry on, logged.
+   */
   start(): void {
-    this.loop.start(this.syncFirst ? 0 : undefined);
-    this.phaseValue = 'ready';
-    if (this.restoringSinceMs !== undefined) this.restoreMsValue = performance.now() - this.restoringSinceMs;
+    const firstDelayMs = this.syncFirst ? 0 : undefined;
+    const replicator = this.replicator;
+    const ready = (): void => {
+      this.phaseValue = 'ready';
+      if (this.restoringSinceMs !== undefined) this.restoreMsValue = performance.now() - this.restoringSinceMs;
+    };
+    if (!replicator) {
+      ready();
+      this.loop.start(firstDelayMs);
+      return;
+    }
+    this.startedPromise = replicator
+      .start()
+      .catch(async (error: unknown) => {
+        this.options.log.error(
+          { err: toError(error).message },
+          'continuous replication could not start; interval snapshots continue (DB_SYNC_CONTINUOUS=off silences this)',
+        );
+        await replicator.stop();
+        this.replicator = undefined;
+      })
+      .then(() => {
+        // Ready only now: the first generation starts before the app is told it may write.
+        if (this.phaseValue !== 'restoring' && this.phaseValue !== 'starting') return;
+        ready();
+        this.loop.start(firstDelayMs);
+      });
+  }
+
+  /** Resolves once {@link start} has started everything (continuous replication's first generation included). Never rejects. */
+  started(): Promise<void> {
+    return this.startedPromise;
   }
 
   /**
@@ -390,7 +462,8 @@ export class Sidecar {
     this.phaseValue = 'stopping';
     let keepLease = false;
     try {
-      const result = await this.loop.finalSync(signal);
+      const replicator = this.replicator;
+      const result = await this.loop.finalSync(signal, new Date(), replicator ? (s) => replicator.finish(s) : undefined);
       this.phaseValue = 'stopped';
       return result;
     } catch (error) {
@@ -418,6 +491,7 @@ export class Sidecar {
    */
   async stopWithoutSync(): Promise<void> {
     await this.loop.stop();
+    await this.replicator?.stop();
     this.phaseValue = 'stopped';
     await this.releaseLease();
   }
@@ -431,10 +505,17 @@ export class Sidecar {
     return this.phaseValue === 'ready';
   }
 
-  status(): SyncStatus & { phase: Phase; lease: SidecarLeaseStatus; leaseWait: LeaseWaitStatus; versioning: VersioningStatus | undefined } {
+  status(): SyncStatus & {
+    phase: Phase;
+    lease: SidecarLeaseStatus;
+    leaseWait: LeaseWaitStatus;
+    versioning: VersioningStatus | undefined;
+    replication: ReplicationStatus | undefined;
+  } {
     return {
       phase: this.phaseValue,
       ...this.loop.status(),
+      replication: this.replicator?.status(),
       lease: this.lease?.status() ?? this.leaseStatus,
       leaseWait: this.leaseWait?.status() ?? { since: undefined, stalled: false },
       versioning: this.versioning,
@@ -443,6 +524,7 @@ export class Sidecar {
 
   close(): void {
     this.lease?.stop();
+    void this.replicator?.stop();
     this.loop.close();
   }
 }

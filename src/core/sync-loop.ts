@@ -25,7 +25,8 @@ export const FAILURE_BACKOFF_MIN_MS = 5_000;
  */
 export const DEGRADED_AFTER_FAILURES = 3;
 
-export type TickResult = 'uploaded' | 'unchanged' | 'identical' | 'no-database';
+/** `continuous`: continuous replication covers the database, so the interval snapshot stood down. */
+export type TickResult = 'uploaded' | 'unchanged' | 'identical' | 'no-database' | 'continuous';
 
 /** What the loop knows was last synced: the content's sha256, its version, and the change token then. */
 export interface SyncBaseline {
@@ -83,6 +84,13 @@ export interface SyncLoopOptions extends UploadContext {
   readonly retention?: RetentionPolicy | undefined;
   /** Observer for metrics: called after every run with its result or error and its duration. */
   readonly onRun?: (result: TickResult | Error, durationMs: number) => void;
+  /**
+   * Whether something else keeps the store up to date now (continuous replication's bases and segments):
+   * the interval run then uploads nothing. `true`: covered, the run succeeds; an Error: covered but
+   * failing (the run fails with it, so failures, "degraded" and the metrics report it); false or absent:
+   * the run snapshots as usual.
+   */
+  readonly superseded?: (() => boolean | Error) | undefined;
 }
 
 export class SyncLoop {
@@ -200,6 +208,12 @@ export class SyncLoop {
   private async syncIfChanged(signal: AbortSignal): Promise<TickResult> {
     const log = this.options.log;
     this.lastCheckAt = new Date();
+    const superseded = this.options.superseded?.() ?? false;
+    if (superseded instanceof Error) throw superseded;
+    if (superseded) {
+      log.debug({ key: this.options.key }, 'continuous replication covers the database; no interval snapshot');
+      return 'continuous';
+    }
     const token = await this.detector.probe();
     if (token === null) {
       log.debug({ path: this.options.dbPath }, 'no database yet; nothing to sync');
@@ -238,6 +252,26 @@ export class SyncLoop {
     this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded?.versionId ?? this.baseline.versionId, token };
     this.unsyncedSince = undefined;
     // A change made while the snapshot was being taken may be in it or not: in sync as of its start.
+    this.inSyncAt = outcome.snapshot.takenAt;
+    await this.persistState();
+  }
+
+  /**
+   * Record an upload made outside the loop (a continuous-replication base): the baseline, the state file,
+   * `lastUpload` and the upload count follow it, and observers hear of it as of an uploading run.
+   */
+  async recordUpload(outcome: UploadOutcome): Promise<void> {
+    if (!outcome.uploaded) return;
+    this.options.onRun?.('uploaded', outcome.uploadMs);
+    this.uploads += 1;
+    this.lastUpload = {
+      at: new Date().toISOString(),
+      versionId: outcome.uploaded.versionId,
+      sizeBytes: outcome.snapshot.sizeBytes,
+      sha256: outcome.snapshot.sha256,
+    };
+    this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded.versionId, token: undefined };
+    this.unsyncedSince = undefined;
     this.inSyncAt = outcome.snapshot.takenAt;
     await this.persistState();
   }
@@ -306,8 +340,14 @@ export class SyncLoop {
    * waiting for it could spend the whole deadline (a large upload started just before the signal).
    * @throws when the final upload fails: a failed final sync must never look like success. A failed
    * backup key after a good upload is returned as `backupError`, not thrown.
+   * @param finalUpload the final upload when continuous replication covers the database (its final base);
+   *   when it returns undefined (the database is not in WAL mode), the final snapshot is taken as usual.
    */
-  async finalSync(signal: AbortSignal, at: Date = new Date()): Promise<FinalSyncResult> {
+  async finalSync(
+    signal: AbortSignal,
+    at: Date = new Date(),
+    finalUpload?: (signal: AbortSignal) => Promise<UploadOutcome | undefined>,
+  ): Promise<FinalSyncResult> {
     const onAbort = (): void => this.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     try {
@@ -319,7 +359,13 @@ export class SyncLoop {
       const token = await this.detector.probe();
       if (token === null) return { uploaded: undefined, backup: undefined, note: 'no local database; nothing to upload' };
       let uploaded: ObjectInfo | undefined;
-      if (this.baseline.token === undefined || token !== this.baseline.token || this.baseline.sha256 === undefined) {
+      // Continuous replication's final base, when it covers the database; else the snapshot below.
+      const replaced = finalUpload ? await finalUpload(signal) : undefined;
+      if (replaced) {
+        // Counted by recordUpload (every base is reported there), not here.
+        await this.adopt(replaced, token);
+        uploaded = replaced.uploaded;
+      } else if (this.baseline.token === undefined || token !== this.baseline.token || this.baseline.sha256 === undefined) {
         const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256 });
         await this.adopt(outcome, token);
         uploaded = outcome.uploaded;

@@ -3,7 +3,7 @@
  */
 import type { IntegrityCheck } from '../config.js';
 import type { Logger } from '../logger.js';
-import type { ObjectInfo, ReplicaStore } from '../replica/store.js';
+import type { ObjectInfo, ObjectMetadata, ReplicaStore } from '../replica/store.js';
 import { backupKey } from './backup-key.js';
 import { toError } from '../errors.js';
 import { listBackups } from './catalog.js';
@@ -47,58 +47,78 @@ export async function snapshotAndUpload(
   },
 ): Promise<UploadOutcome> {
   const snapshot = await takeSnapshot(ctx.dbPath, { check: ctx.check, signal: options.signal });
-  const { path, ...summary } = snapshot;
   try {
-    if (options.skipIfSha256 === snapshot.sha256) {
-      const outcome = { snapshot: summary, uploaded: undefined, uploadMs: 0 };
-      ctx.onOutcome?.(outcome);
-      return outcome;
-    }
-    const started = performance.now();
-    const onProgress = options.onProgress;
-    // The digests of the last upload, if this database made it (src/core/upload-base.ts). A crash between
-    // the upload and the write below leaves older digests, which the store refuses: the key moved on.
-    const base = await readUploadBase(ctx.dbPath, ctx.store.location, ctx.key);
-    const result = await withRetry(
-      `upload ${ctx.key}`,
-      () =>
-        ctx.store.putFromPrevious(ctx.key, path, {
-          metadata: snapshotMetadata(snapshot, ctx.origin, ctx.check),
-          base,
-          signal: options.signal,
-          onProgress: onProgress ? (sent) => onProgress(sent, snapshot.sizeBytes) : undefined,
-        }),
-      { log: ctx.log, signal: options.signal, policy: options.retry },
-    );
-    const uploaded = result.info;
-    const uploadMs = Math.round(performance.now() - started);
-    const next = uploaded.versionId && result.blocks ? { versionId: uploaded.versionId, blocks: result.blocks } : undefined;
-    await writeUploadBase(ctx.dbPath, ctx.store.location, ctx.key, next).catch((error: unknown) =>
-      // Only a hint for the next upload: failing to keep it costs a full upload, not this one.
-      ctx.log.warn({ err: (error as Error).message }, 'could not record block digests; the next upload sends everything'),
-    );
-    if (result.fallbackReason) ctx.log.info({ key: ctx.key, reason: result.fallbackReason }, 'sending the whole snapshot');
-    ctx.log.info(
-      {
-        key: ctx.key,
-        versionId: uploaded.versionId,
-        sizeBytes: snapshot.sizeBytes,
-        sha256: snapshot.sha256,
-        snapshotMs: snapshot.durationMs,
-        uploadMs,
-        mode: result.mode,
-        sentBytes: result.sentBytes,
-        copiedBytes: result.copiedBytes,
-      },
-      'snapshot uploaded',
-    );
-    const transfer = { mode: result.mode, sentBytes: result.sentBytes, copiedBytes: result.copiedBytes };
-    const outcome = { snapshot: summary, uploaded, uploadMs, transfer };
-    ctx.onOutcome?.(outcome);
-    return outcome;
+    return await uploadSnapshotFile(ctx, snapshot, options);
   } finally {
     await discardSnapshot(snapshot);
   }
+}
+
+/**
+ * Upload a snapshot file already taken and checked (its sha256 known) to `ctx.key`, with the snapshot
+ * metadata plus `extraMetadata` (a base's chain position), unless its sha256 equals `skipIfSha256`.
+ * The caller owns (and removes) the file.
+ */
+export async function uploadSnapshotFile(
+  ctx: UploadContext,
+  snapshot: Snapshot,
+  options: {
+    signal?: AbortSignal | undefined;
+    skipIfSha256?: string | undefined;
+    onProgress?: ((sentBytes: number, totalBytes: number) => void) | undefined;
+    retry?: RetryPolicy | undefined;
+    extraMetadata?: ObjectMetadata | undefined;
+  },
+): Promise<UploadOutcome> {
+  const { path, ...summary } = snapshot;
+  if (options.skipIfSha256 === snapshot.sha256) {
+    const outcome = { snapshot: summary, uploaded: undefined, uploadMs: 0 };
+    ctx.onOutcome?.(outcome);
+    return outcome;
+  }
+  const started = performance.now();
+  const onProgress = options.onProgress;
+  // The digests of the last upload, if this database made it (src/core/upload-base.ts). A crash between
+  // the upload and the write below leaves older digests, which the store refuses: the key moved on.
+  const base = await readUploadBase(ctx.dbPath, ctx.store.location, ctx.key);
+  const result = await withRetry(
+    `upload ${ctx.key}`,
+    () =>
+      ctx.store.putFromPrevious(ctx.key, path, {
+        metadata: { ...snapshotMetadata(snapshot, ctx.origin, ctx.check), ...options.extraMetadata },
+        base,
+        signal: options.signal,
+        onProgress: onProgress ? (sent) => onProgress(sent, snapshot.sizeBytes) : undefined,
+      }),
+    { log: ctx.log, signal: options.signal, policy: options.retry },
+  );
+  const uploaded = result.info;
+  const uploadMs = Math.round(performance.now() - started);
+  const next = uploaded.versionId && result.blocks ? { versionId: uploaded.versionId, blocks: result.blocks } : undefined;
+  await writeUploadBase(ctx.dbPath, ctx.store.location, ctx.key, next).catch((error: unknown) =>
+    // Only a hint for the next upload: failing to keep it costs a full upload, not this one.
+    ctx.log.warn({ err: (error as Error).message }, 'could not record block digests; the next upload sends everything'),
+  );
+  if (result.fallbackReason) ctx.log.info({ key: ctx.key, reason: result.fallbackReason }, 'sending the whole snapshot');
+  ctx.log.info(
+    {
+      key: ctx.key,
+      versionId: uploaded.versionId,
+      sizeBytes: snapshot.sizeBytes,
+      sha256: snapshot.sha256,
+      snapshotMs: snapshot.durationMs,
+      uploadMs,
+      mode: result.mode,
+      sentBytes: result.sentBytes,
+      copiedBytes: result.copiedBytes,
+      ...options.extraMetadata,
+    },
+    'snapshot uploaded',
+  );
+  const transfer = { mode: result.mode, sentBytes: result.sentBytes, copiedBytes: result.copiedBytes };
+  const outcome = { snapshot: summary, uploaded, uploadMs, transfer };
+  ctx.onOutcome?.(outcome);
+  return outcome;
 }
 
 /** What {@link writeBackupKey} did: wrote a backup, or found the newest backup already holding this content. */

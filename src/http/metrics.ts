@@ -21,6 +21,20 @@ export interface MetricsSource {
   readonly lease?: { readonly state: string } | undefined;
   /** Waiting for another task's lease: since when, and whether past DB_SYNC_LEASE_WAIT_WARN. */
   readonly leaseWait?: { readonly since: string | undefined; readonly stalled: boolean } | undefined;
+  /** Continuous replication; absent or undefined when off. */
+  readonly replication?: ReplicationMetricsSource | undefined;
+}
+
+/** The part of the replication status the `db_sync_replication_*` metrics read. */
+export interface ReplicationMetricsSource {
+  readonly state: string;
+  readonly shippedSeq: number;
+  readonly lagMs: number;
+  readonly segmentsShipped: number;
+  readonly bytesShipped: number;
+  readonly spoolBytes: number;
+  readonly bases: number;
+  readonly generations: number;
 }
 
 /** Seconds this task has waited for another task's lease (0 when not waiting). */
@@ -120,6 +134,7 @@ export class SyncMetrics {
         this.set(source().leaseWait?.stalled ? 1 : 0);
       },
     });
+    this.registerReplication(source, registers);
     new Gauge({
       name: 'db_sync_ready',
       help: '1 when the database is restored and syncing, else 0.',
@@ -128,6 +143,54 @@ export class SyncMetrics {
         this.set(source().phase === 'ready' ? 1 : 0);
       },
     });
+  }
+
+  /**
+   * Continuous replication, read from the status at scrape time (0 when it is off). Counters are the
+   * replicator's own running totals, so they never drift from /status.
+   */
+  private registerReplication(source: () => MetricsSource, registers: Registry[]): void {
+    const gauge = (name: string, help: string, value: (r: ReplicationMetricsSource) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const r = source().replication;
+          this.set(r ? value(r) : 0);
+        },
+      });
+    };
+    const counter = (name: string, help: string, value: (r: ReplicationMetricsSource) => number): void => {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const r = source().replication;
+          this.reset();
+          if (r) this.inc(value(r));
+        },
+      });
+    };
+    gauge('db_sync_replication_active', '1 while continuous replication covers the database (a WAL database), else 0.', (r) =>
+      r.state === 'running' || r.state === 'starting' ? 1 : 0,
+    );
+    gauge('db_sync_replication_shipped_seq', 'Last segment seq in the store, in the current generation.', (r) => r.shippedSeq);
+    gauge(
+      'db_sync_replication_lag_seconds',
+      'Age of the oldest captured commit not yet in the store (0 when none waits): the data at risk.',
+      (r) => r.lagMs / 1000,
+    );
+    gauge('db_sync_replication_spool_bytes', 'Bytes of sealed or pending segments waiting on local disk.', (r) => r.spoolBytes);
+    counter('db_sync_replication_segments_shipped_total', 'Segments uploaded.', (r) => r.segmentsShipped);
+    counter('db_sync_replication_shipped_bytes_total', 'Bytes of segments uploaded.', (r) => r.bytesShipped);
+    counter('db_sync_replication_bases_total', 'Bases uploaded (full copies at a chain position).', (r) => r.bases);
+    counter(
+      'db_sync_replication_generations_total',
+      'Generations started (one per start, plus one per continuity break).',
+      (r) => r.generations,
+    );
   }
 
   /** Observer for {@link UploadOutcome}s (UploadContext.onOutcome). */

@@ -18,6 +18,8 @@ export type SidecarStatusLike = SyncStatus & {
   readonly leaseWait?: { readonly since: string | undefined; readonly stalled: boolean } | undefined;
   /** The bucket's versioning as checked at start; undefined before the check or when it is off. */
   readonly versioning?: string | undefined;
+  /** Continuous replication (docs/continuous-replication.md); undefined when off. */
+  readonly replication?: unknown;
 };
 
 export interface StatusInput {
@@ -46,6 +48,12 @@ export function publicConfig(config: Config, location: string) {
     sse: config.sse ?? 'bucket-default',
     sseKmsKeyId: config.sseKmsKeyId ?? null,
     intervalMs: config.intervalMs,
+    continuous: {
+      mode: config.continuous,
+      segmentIntervalMs: config.segmentIntervalMs,
+      baseIntervalMs: config.baseIntervalMs,
+      spoolMaxBytes: config.spoolMaxBytes ?? null,
+    },
     shutdownTimeoutMs: config.shutdownTimeoutMs,
     integrityCheck: config.integrityCheck,
     keepBackups: config.keepBackups,
@@ -90,6 +98,8 @@ export function statusDocument(input: StatusInput) {
     lease: s.lease ?? null,
     leaseWait: { since: s.leaseWait?.since ?? null, stalled: s.leaseWait?.stalled ?? false },
     versioning: s.versioning ?? null,
+    /** Continuous replication: state, generation, shipped seq, lag, segments and bytes shipped, spool, bases; null when off. */
+    replication: s.replication ?? null,
     config: publicConfig(input.config, input.location),
   };
 }

@@ -21,10 +21,15 @@ interface Task {
 }
 
 /** A versioned data bucket seeded with a database, an unversioned lease bucket, and a factory for tasks. */
-async function deployment(): Promise<{ bucket: string; leaseBucket: string; dir: string; task: (name: string) => Promise<Task> }> {
+async function deployment(): Promise<{
+  bucket: string;
+  leaseBucket: string;
+  dir: string;
+  task: (name: string, extra?: Record<string, string>) => Promise<Task>;
+}> {
   const { bucket, dir } = await seededBucket(SEED_ROWS);
   const { bucket: leaseBucket } = await createBucket({ versioned: false });
-  const task = async (name: string): Promise<Task> => {
+  const task = async (name: string, extra: Record<string, string> = {}): Promise<Task> => {
     mkdirSync(join(dir, name));
     const dbPath = join(dir, name, 'db.sqlite3');
     const port = await freePort();
@@ -36,11 +41,15 @@ async function deployment(): Promise<{ bucket: string; leaseBucket: string; dir:
       DB_SYNC_LEASE: 'required',
       DB_SYNC_LEASE_BUCKET: leaseBucket,
       DB_SYNC_LEASE_TTL: '3s',
+      ...extra,
     };
     return { env, dbPath, port };
   };
   return { bucket, leaseBucket, dir, task };
 }
+
+/** Interval snapshots only: for the tests whose subject is the interval loop's uploads and idle checks. */
+const INTERVAL_ONLY = { DB_SYNC_CONTINUOUS: 'off' };
 
 const logged = (daemon: Running, msg: string): boolean => daemon.logs().some((l) => String(l.msg).startsWith(msg));
 const WAITING = 'another db-sync holds the lease; waiting';
@@ -127,8 +136,10 @@ describe('db-sync run with a lease (two tasks, one key)', () => {
 
   it('takes over from a SIGKILLed owner once its lease has gone unrenewed for the TTL', async () => {
     const { bucket, task } = await deployment();
-    const a = await task('a');
-    const b = await task('b');
+    // About the interval loop (its snapshot holds the app's rows; its idle checks): continuous replication off.
+    // The same takeover with continuous replication is in test/e2e/continuous.test.ts.
+    const a = await task('a', INTERVAL_ONLY);
+    const b = await task('b', INTERVAL_ONLY);
     const { daemon: first, writer: writerA } = await startServing(a);
     await writerA.stop();
 
@@ -149,8 +160,10 @@ describe('db-sync run with a lease (two tasks, one key)', () => {
 
   it('a paused owner (SIGSTOP past the TTL, then SIGCONT) uploads nothing after losing the lease, and says so', async () => {
     const { bucket, task } = await deployment();
-    const a = await task('a');
-    const b = await task('b');
+    // About the interval loop (its snapshot holds the app's rows; its idle checks): continuous replication off.
+    // The same takeover with continuous replication is in test/e2e/continuous.test.ts.
+    const a = await task('a', INTERVAL_ONLY);
+    const b = await task('b', INTERVAL_ONLY);
     const { daemon: first, writer: writerA } = await startServing(a);
 
     const second = await startWaiting(b);

@@ -54,7 +54,8 @@ async function status(port: number): Promise<Status> {
 
 describe('db-sync run: /metrics and /status', () => {
   it('counts uploads, bytes and idle skips, shows data at risk and failures while S3 refuses, and recovers', async () => {
-    const { bucket, proxy, dbPath, port, daemon } = await startProxiedDaemon(20, { DB_SYNC_LEASE: 'off' });
+    // The interval loop's counters (continuous replication's are db_sync_replication_*, test/e2e/continuous.test.ts).
+    const { bucket, proxy, dbPath, port, daemon } = await startProxiedDaemon(20, { DB_SYNC_LEASE: 'off', DB_SYNC_CONTINUOUS: 'off' });
     try {
       // A local database the store lacks is uploaded at once; then idle ticks skip.
       let metrics = '';

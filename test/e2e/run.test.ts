@@ -72,7 +72,14 @@ describe('db-sync run (daemon)', () => {
     const dir = tempDir();
     const dbPath = join(dir, 'db.sqlite3');
     createDatabase(dbPath, 10);
-    const daemon = startCli(['run'], { ...s3Env(bucket), DB_LOCAL_PATH: dbPath, DB_SYNC_INTERVAL: '1s', DB_SYNC_HEALTH_PORT: '0' });
+    // The interval loop's idle checks (continuous replication's idle is in test/e2e/continuous.test.ts).
+    const daemon = startCli(['run'], {
+      ...s3Env(bucket),
+      DB_LOCAL_PATH: dbPath,
+      DB_SYNC_INTERVAL: '1s',
+      DB_SYNC_HEALTH_PORT: '0',
+      DB_SYNC_CONTINUOUS: 'off',
+    });
     await waitFor('the first upload', () => daemon.logs().some((l) => l.msg === 'snapshot uploaded'));
     await waitFor(
       'three idle checks',

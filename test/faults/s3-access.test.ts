@@ -80,7 +80,11 @@ describe('fault: credentials, bucket and permissions', () => {
     const proxy = await proxyForFile();
     const { bucket, dir, dbPath } = await bucketAndDatabase(8);
     const port = await freePort();
-    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_HEALTH_PORT: String(port) }));
+    // One request per interval run: the interval loop's pace (continuous replication's shipper backs off on its own).
+    const daemon = startCli(
+      ['run'],
+      daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_HEALTH_PORT: String(port), DB_SYNC_CONTINUOUS: 'off' }),
+    );
     await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));
 
     await awsCli(bucket, ['s3api', 'put-bucket-policy', '--bucket', bucket, '--policy', denyAll(bucket)]);

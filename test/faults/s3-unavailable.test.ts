@@ -171,7 +171,8 @@ describe('fault: S3 throttling and failing while running', () => {
   it('absorbs short bursts of 500s and dropped connections inside one sync, with no failed sync', async () => {
     const proxy = await proxyForFile();
     const { bucket, dir, dbPath } = await bucketAndDatabase(10);
-    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath));
+    // The interval loop's snapshot uploads (continuous replication's segment retries: test/unit/pending.test.ts).
+    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_CONTINUOUS: 'off' }));
     await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));
 
     const mark = proxy.mark();

@@ -50,7 +50,8 @@ describe('fault: signals at awkward moments', () => {
   it('SIGTERM during an upload: the periodic upload is cancelled and the final sync uploads everything at once', async () => {
     const proxy = await proxyForFile();
     const { bucket, dir, dbPath } = await bucketAndDatabase(ROWS, { bodyBytes: BODY_BYTES });
-    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_SHUTDOWN_TIMEOUT: '60s' }));
+    // A periodic upload in flight: the interval loop (continuous replication has none to cancel).
+    const daemon = startCli(['run'], daemonEnv(bucket, proxy.url, dbPath, { DB_SYNC_SHUTDOWN_TIMEOUT: '60s', DB_SYNC_CONTINUOUS: 'off' }));
     await waitFor('the first upload', () => logged(daemon, 'snapshot uploaded'));
 
     proxy.set(SLOW_LINK, { match: (r) => r.op === 'UploadPart' });

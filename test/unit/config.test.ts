@@ -118,6 +118,40 @@ describe('loadConfig', () => {
     expect(error.hint).toBeTruthy();
   });
 
+  it('reads the continuous-replication settings, with their defaults', () => {
+    expect(loadConfig({ DB_S3_BUCKET: 'b' })).toMatchObject({
+      continuous: 'auto',
+      segmentIntervalMs: 1_000,
+      baseIntervalMs: 3_600_000,
+      spoolMaxBytes: undefined,
+    });
+    expect(
+      loadConfig({
+        DB_S3_BUCKET: 'b',
+        DB_SYNC_CONTINUOUS: 'OFF',
+        DB_SYNC_SEGMENT_INTERVAL: '250ms',
+        DB_SYNC_BASE_INTERVAL: '30m',
+        DB_SYNC_SPOOL_MAX: '512MiB',
+      }),
+    ).toMatchObject({ continuous: 'off', segmentIntervalMs: 250, baseIntervalMs: 1_800_000, spoolMaxBytes: 512 * 1024 * 1024 });
+    expect(loadConfig({ DB_S3_BUCKET: 'b', DB_SYNC_SPOOL_MAX: '2000000' }).spoolMaxBytes).toBe(2_000_000);
+  });
+
+  it('refuses invalid continuous-replication settings, each named, in one Usage error (exit 2)', () => {
+    const message = usageError({
+      DB_S3_BUCKET: 'b',
+      DB_SYNC_CONTINUOUS: 'sometimes',
+      DB_SYNC_SEGMENT_INTERVAL: '10ms',
+      DB_SYNC_BASE_INTERVAL: 'hourly',
+      DB_SYNC_SPOOL_MAX: '100KiB',
+    }).message;
+    expect(message).toContain('DB_SYNC_CONTINUOUS="sometimes" must be one of: auto, off');
+    expect(message).toMatch(/DB_SYNC_SEGMENT_INTERVAL="10ms" is too short/);
+    expect(message).toMatch(/DB_SYNC_BASE_INTERVAL="hourly" is not a duration/);
+    expect(message).toMatch(/DB_SYNC_SPOOL_MAX="100KiB" is too small; the minimum is 1 MiB/);
+    expect(usageError({ DB_S3_BUCKET: 'b', DB_SYNC_SPOOL_MAX: 'lots' }).message).toMatch(/DB_SYNC_SPOOL_MAX="lots" is not a size/);
+  });
+
   it('rejects an interval below the minimum', () => {
     expect(usageError({ DB_S3_BUCKET: 'b', DB_SYNC_INTERVAL: '500ms' }).message).toContain('too short');
   });

@@ -101,6 +101,7 @@ describe('status document', () => {
       sse: 'aws:kms',
       sseKmsKeyId: 'alias/app-db',
       intervalMs: 30_000,
+      continuous: { mode: 'auto', segmentIntervalMs: 1_000, baseIntervalMs: 3_600_000, spoolMaxBytes: null },
       shutdownTimeoutMs: config.shutdownTimeoutMs,
       integrityCheck: 'quick',
       keepBackups: config.keepBackups,
