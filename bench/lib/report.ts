@@ -308,7 +308,7 @@ function renderRun(r: Results): string {
     const w = r.writer;
     out.push('## 4. Writer impact', '', ...sectionRunNote(r, 'writer'));
     out.push(
-      `A separate process inserts one row per transaction (autocommit, \`synchronous=FULL\`, WAL) at ${w.rate}/s for ${w.seconds} s into a ${w.sizeMB} MB database, timing each INSERT including its commit. **db-sync**: \`db-sync run\` with \`DB_SYNC_INTERVAL=${w.interval}\`, so a snapshot + upload starts every ${w.interval} after the previous one ends; "during snapshots" is the inserts that overlapped a snapshot (backup copy + check + hash, from db-sync's log). **litestream**: \`litestream replicate\` after its first snapshot. Medians over ${w.scenarios['no sync'].runs.length} runs of each run's percentile (max: the median of each run's worst insert).`,
+      `A separate process inserts one row per transaction (autocommit, \`synchronous=FULL\`, WAL) at ${w.rate}/s for ${w.seconds} s into a ${w.sizeMB} MB database, timing each INSERT including its commit. **db-sync**: \`db-sync run\` with \`DB_SYNC_INTERVAL=${w.interval}\` and interval snapshots only (\`DB_SYNC_CONTINUOUS=off\` in runs that had the setting), so a snapshot + upload starts every ${w.interval} after the previous one ends; **db-sync continuous**: \`db-sync run\` at its defaults, continuous replication of this WAL database; "during snapshots" is the inserts that overlapped a snapshot (backup copy + check + hash, from db-sync's log). **litestream**: \`litestream replicate\` after its first snapshot. Medians over ${w.scenarios['no sync'].runs.length} runs of each run's percentile (max: the median of each run's worst insert).`,
       '',
       '| scenario | inserts | p50 ms | p99 ms | p99.9 ms | max ms | p99 vs no sync | 1-min load per run | sync tool CPU s | sync tool peak RSS MB |',
       '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|',
@@ -329,6 +329,9 @@ function renderRun(r: Results): string {
     out.push(row(`db-sync run (${w.interval}), all inserts`, dbSync.median, dbSync.load, dbSync.usage));
     const during = dbSync.duringSnapshot;
     if (during) out.push(row('db-sync run, inserts during snapshots', during.median, dbSync.load));
+    // Runs from before continuous replication existed have no such scenario.
+    const continuous = (w.scenarios as Partial<typeof w.scenarios>)['db-sync continuous'];
+    if (continuous) out.push(row('db-sync run, continuous replication (default)', continuous.median, continuous.load, continuous.usage));
     out.push(row('litestream replicate', w.scenarios.litestream.median, w.scenarios.litestream.load, w.scenarios.litestream.usage));
     const snaps = w.scenarios['db-sync'].snapshots;
     if (snaps) {
