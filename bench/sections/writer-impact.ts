@@ -1,7 +1,7 @@
 /**
  * Section 4, writer impact: a separate process inserts rows at a steady rate (one autocommit INSERT each,
  * as a web request would) for a fixed window, timing every insert. Four scenarios, in rotating order:
- * no sync at all; `db-sync run` with interval snapshots only (`--continuous off`) and a short interval (so
+ * no sync at all; `db-sync run` with interval snapshots only (`DB_SYNC_CONTINUOUS=off`) and a short interval (so
  * several snapshots fall inside the window); `db-sync run` at its defaults, which on this WAL database is
  * continuous replication (pins, WAL reads, segments every second, the WAL-bounding seal); and
  * `litestream replicate` (after its first snapshot, i.e. steady replication).
