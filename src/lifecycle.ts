@@ -47,9 +47,25 @@ export class Shutdown {
     return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   }
 
-  /** A signal for the drain: fires on the hard stop or when `deadlineMs` has passed since now. */
+  /**
+   * A signal for the drain: fires on the hard stop or when `deadlineMs` has passed since now.
+   * Built from a controller and a timer, not `AbortSignal.any([hard, AbortSignal.timeout(ms)])`: nothing
+   * but the combined signal referenced that timeout signal, and it was seen never to fire (Node 20): a
+   * final sync waiting on it ran past its deadline.
+   */
   drainSignal(deadlineMs: number): AbortSignal {
-    return AbortSignal.any([this.hardController.signal, AbortSignal.timeout(deadlineMs)]);
+    const controller = new AbortController();
+    const hard = this.hardController.signal;
+    if (hard.aborted) controller.abort(hard.reason);
+    const timer = setTimeout(
+      () => controller.abort(new DOMException(`the drain deadline of ${deadlineMs} ms passed`, 'TimeoutError')),
+      deadlineMs,
+    );
+    // Not unref'd: a drain stuck on something that holds no handle must still end in a reported failure,
+    // not in the process running out of work and exiting 0. The CLI exits explicitly when done.
+    hard.addEventListener('abort', () => controller.abort(hard.reason), { once: true });
+    controller.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+    return controller.signal;
   }
 
   /** Register something to close at the end; closers run in reverse order of registration. */

@@ -313,7 +313,7 @@ function renderRun(r: Results): string {
     const w = r.writer;
     out.push('## 4. Writer impact', '', ...sectionRunNote(r, 'writer'));
     out.push(
-      `A separate process inserts one row per transaction (autocommit, \`synchronous=FULL\`, WAL) at ${w.rate}/s for ${w.seconds} s into a ${w.sizeMB} MB database, timing each INSERT including its commit. **db-sync**: \`db-sync run\` with \`DB_SYNC_INTERVAL=${w.interval}\`, so a snapshot + upload starts every ${w.interval} after the previous one ends; "during snapshots" is the inserts that overlapped a snapshot (backup copy + check + hash, from db-sync's log). **litestream**: \`litestream replicate\` after its first snapshot. Medians over ${w.scenarios['no sync'].runs.length} runs of each run's percentile (max: the median of each run's worst insert).`,
+      `A separate process inserts one row per transaction (autocommit, \`synchronous=FULL\`, WAL) at ${w.rate}/s for ${w.seconds} s into a ${w.sizeMB} MB database, timing each INSERT including its commit. **db-sync**: \`db-sync run\` with \`DB_SYNC_INTERVAL=${w.interval}\` and interval snapshots only (\`DB_SYNC_CONTINUOUS=off\` in runs that had the setting), so a snapshot + upload starts every ${w.interval} after the previous one ends; **db-sync continuous**: \`db-sync run\` at its defaults, continuous replication of this WAL database; "during snapshots" is the inserts that overlapped a snapshot (backup copy + check + hash, from db-sync's log). **litestream**: \`litestream replicate\` after its first snapshot. Medians over ${w.scenarios['no sync'].runs.length} runs of each run's percentile (max: the median of each run's worst insert).`,
       '',
       '| scenario | inserts | p50 ms | p99 ms | p99.9 ms | max ms | p99 vs no sync | 1-min load per run | sync tool CPU s | sync tool peak RSS MB |',
       '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|',
@@ -334,6 +334,9 @@ function renderRun(r: Results): string {
     out.push(row(`db-sync run (${w.interval}), all inserts`, dbSync.median, dbSync.load, dbSync.usage));
     const during = dbSync.duringSnapshot;
     if (during) out.push(row('db-sync run, inserts during snapshots', during.median, dbSync.load));
+    // Runs from before continuous replication existed have no such scenario.
+    const continuous = (w.scenarios as Partial<typeof w.scenarios>)['db-sync continuous'];
+    if (continuous) out.push(row('db-sync run, continuous replication (default)', continuous.median, continuous.load, continuous.usage));
     out.push(row('litestream replicate', w.scenarios.litestream.median, w.scenarios.litestream.load, w.scenarios.litestream.usage));
     const snaps = w.scenarios['db-sync'].snapshots;
     if (snaps) {
@@ -433,7 +436,7 @@ function renderRun(r: Results): string {
 }
 
 const PARAMS_INTRO =
-  "The AWS SDK directly, no tool around it (`bench/sections/params.ts`): (a) one GetObject stream vs N workers taking 8 MiB ranged GETs in turn, bytes counted and dropped; (b) a multipart upload of a file of random bytes with lib-storage (db-sync's code path) at each part size × queue size; (c) PUTs of small objects one after the other on one connection, as a stream of change objects written every second would make them. Medians over runs, in rotating order.";
+  "The AWS SDK directly, no tool around it (`bench/sections/params.ts`): (a) one GetObject stream vs N workers taking 8 MiB ranged GETs in turn, bytes counted and dropped; (b) a multipart upload of a file of random bytes with lib-storage's `Upload` (the SDK's reference uploader; db-sync's own sends the same 8 MiB parts, 4 at a time) at each part size × queue size; (c) PUTs of small objects one after the other on one connection, as a stream of change objects written every second would make them. Medians over runs, in rotating order.";
 
 const modelOf = (r: Results): NetworkModel | undefined => (r.options as { network?: NetworkModel }).network;
 
@@ -599,7 +602,7 @@ function renderModelled(base: Results | undefined, r: Results): string[] {
       '',
     );
   if (r.failures.length) out.push('**Failed sections:**', '', ...r.failures.map((x) => `- ${x}`), '');
-  const pair = (kind: 'upload' | 'restore', title: string): void => {
+  const pair = (kind: 'upload' | 'restore' | 'sync', title: string): void => {
     const sizes = Object.values(r.sizes)
       .map((s) => s[kind])
       .filter((x): x is TransferResult<string> => x !== undefined)
@@ -654,12 +657,7 @@ function renderModelled(base: Results | undefined, r: Results): string[] {
       'Writer impact and idle cost under the model: see results-' + name + '.json (request counts do not depend on the network).',
       '',
     );
-  out.push(
-    '### Steady-state sync',
-    '',
-    "Not in this run: the steady-state section (change objects between snapshots) is another engineer's work and was not on main yet. It plugs into `bench/run.ts` where the hook comment is and runs under the model like the others.",
-    '',
-  );
+  pair('sync', 'Steady-state sync (3,000 new rows and 100 edits since the last upload; db-sync vs the script)');
   if (r.params) {
     out.push(
       `### 7. Transfer parameters under \`${name}\``,

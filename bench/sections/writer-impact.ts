@@ -1,7 +1,9 @@
 /**
  * Section 4, writer impact: a separate process inserts rows at a steady rate (one autocommit INSERT each,
- * as a web request would) for a fixed window, timing every insert. Three scenarios, in rotating order:
- * no sync at all; `db-sync run` with a short interval (so several snapshots fall inside the window);
+ * as a web request would) for a fixed window, timing every insert. Four scenarios, in rotating order:
+ * no sync at all; `db-sync run` with interval snapshots only (`DB_SYNC_CONTINUOUS=off`) and a short interval (so
+ * several snapshots fall inside the window); `db-sync run` at its defaults, which on this WAL database is
+ * continuous replication (pins, WAL reads, segments every second, the WAL-bounding seal); and
  * `litestream replicate` (after its first snapshot, i.e. steady replication).
  *
  * For db-sync it also reports the inserts that overlapped a snapshot (the backup-API copy + check + hash,
@@ -18,7 +20,7 @@ import { startMeasured, stopMeasured, type Usage } from '../lib/proc.js';
 import { createBucket, s3Env } from '../lib/s3.js';
 import { median, round, summarize, type LatencySummary } from '../lib/stats.js';
 
-export const WRITER_SCENARIOS = ['no sync', 'db-sync', 'litestream'] as const;
+export const WRITER_SCENARIOS = ['no sync', 'db-sync', 'db-sync continuous', 'litestream'] as const;
 export type WriterScenario = (typeof WRITER_SCENARIOS)[number];
 
 export interface LatencyMedians {
@@ -90,6 +92,7 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
   const acc: Record<WriterScenario, Acc> = {
     'no sync': { runs: [], during: [], errors: [], usage: [], load: [] },
     'db-sync': { runs: [], during: [], errors: [], usage: [], load: [] },
+    'db-sync continuous': { runs: [], during: [], errors: [], usage: [], load: [] },
     litestream: { runs: [], during: [], errors: [], usage: [], load: [] },
   };
   const synchronousFull = ['--synchronous', 'FULL'];
@@ -109,7 +112,8 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
       if (scenario === 'no sync') {
         result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
       } else if (scenario === 'db-sync') {
-        const target = { bucket, key: `writer/r${r}.sqlite3`, dbPath, interval };
+        // Interval snapshots only: this scenario is the snapshot path's cost (issue 17).
+        const target = { bucket, key: `writer/r${r}.sqlite3`, dbPath, interval, env: { DB_SYNC_CONTINUOUS: 'off' } };
         await dbsync.upload(ctx.info, target, log); // start in sync: the daemon's first tick comes one interval later
         const daemon = await dbsync.startDaemon(ctx.info, target, log);
         try {
@@ -131,6 +135,16 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
         }
         snapshotCounts.push(windows.length);
         acc[scenario].during.push(summarize(overlapping(result, windows)));
+      } else if (scenario === 'db-sync continuous') {
+        const target = { bucket, key: `writer/cr-r${r}.sqlite3`, dbPath };
+        await dbsync.upload(ctx.info, target, log);
+        const daemon = await dbsync.startDaemon(ctx.info, target, log);
+        try {
+          await daemon.ready;
+          result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
+        } finally {
+          acc[scenario].usage.push(await stopMeasured(daemon.proc));
+        }
       } else {
         const path = `writer/litestream-r${r}`;
         const config = writeConfig(join(ctx.work, `writer-litestream-r${r}.yml`), ctx.info, {
@@ -185,6 +199,7 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
     p99Ratios: {
       'db-sync (all inserts)': round(scenarios['db-sync'].median.p99 / base, 2),
       'db-sync (during snapshots)': round((scenarios['db-sync'].duringSnapshot?.median.p99 ?? Number.NaN) / base, 2),
+      'db-sync continuous': round(scenarios['db-sync continuous'].median.p99 / base, 2),
       litestream: round(scenarios.litestream.median.p99 / base, 2),
     },
   };

@@ -238,7 +238,17 @@ export class S3Store implements ReplicaStore, ConditionalStore {
       if (size <= blockSizeBytes) {
         // One request: a PutObject of the whole file (item: no multipart for what fits one part).
         const { versionId, digest } = await putWhole(target, sourcePath, size);
-        const info = await this.infoAfterWrite(key, versionId, options.signal);
+        // Everything a HEAD would say is known from the request and its answer (a 200 means the object is
+        // stored whole), so no HEAD follows: a segment a second would otherwise cost a second request.
+        // lastModified is this machine's clock, within the request's duration of the server's.
+        const info: ObjectInfo = {
+          key,
+          versionId,
+          sizeBytes: size,
+          lastModified: new Date(),
+          isLatest: true,
+          metadata: { ...options.metadata },
+        };
         return { info, blocks: { blockSizeBytes, sizeBytes: size, digests: [digest] }, mode: 'full', sentBytes: size, copiedBytes: 0 };
       }
       let fallbackReason = options.base ? await this.deltaRefusal(key, options.base, blockSizeBytes, options.signal) : undefined;
