@@ -250,7 +250,7 @@ export async function startIdle(ctx: Context): Promise<IdleRun> {
         // On a build without continuous replication (or a database it does not apply to) the label would
         // be wrong: say so rather than report interval snapshots as continuous replication.
         const note =
-          r.plan.tool === 'db-sync (continuous)' && r.plan.load !== 'idle' && shipped === 0
+          r.plan.tool === 'db-sync (continuous)' && r.writeCount > 0 && shipped === 0
             ? 'no segment was shipped: continuous replication did not run (interval snapshots measured instead)'
             : undefined;
         scenarios[r.label] = {
