@@ -4,11 +4,13 @@
 //   npm run demo              against the project's local S3 server (Ceph RGW on 127.0.0.1, started here)
 //   npm run demo -- --dir     against a local directory instead (no S3 server needed)
 //
-// It seeds a versioned bucket with a sample database, then runs `db-sync run` on an empty app directory
-// and shows, in db-sync's own log lines: the restore on start, snapshots uploaded while a small writer
-// changes the database, uploads skipped while it is idle, and on stop (Ctrl-C, or after DEMO_SECONDS,
-// default 40) the final upload and the KEY.backup.YYYYMMDD_HHMMSS key. It ends by listing the bucket
-// and checking the uploaded database with a separate reader.
+// It seeds a versioned bucket with a sample WAL database, then runs `db-sync run` on an empty app
+// directory and shows, in db-sync's own log lines and its /status: the restore on start, continuous
+// replication while a small writer commits (each commit in the store within about a second, as a small
+// segment object; proven by a `db-sync download` taken while it runs, which must hold every row), no
+// request while the database is idle, and on stop (Ctrl-C, or after DEMO_SECONDS, default 40) the final
+// base and the KEY.backup.YYYYMMDD_HHMMSS key. It ends by listing the bucket and checking the uploaded
+// database with a separate reader.
 //
 // On S3 the single-writer lease is enforced (DB_SYNC_LEASE=required) and lives in a second, unversioned
 // bucket, as the README advises for Ceph RGW (which enforces conditional writes only there): the data
@@ -96,7 +98,7 @@ async function main() {
   seedDatabase(seed);
   execFileSync(process.execPath, [cli, 'upload', '--log-level', 'warn'], { env: { ...env, DB_LOCAL_PATH: seed }, stdio: 'inherit' });
 
-  say(`starting \`db-sync run\` on an empty app directory (interval 5s); stops after ${seconds}s or on Ctrl-C`);
+  say(`starting \`db-sync run\` on an empty app directory; stops after ${seconds}s or on Ctrl-C`);
   // Its own process group, so Ctrl-C reaches only this script, which forwards exactly one SIGINT.
   const daemon = spawn(process.execPath, [cli, 'run'], { env, stdio: 'inherit', detached: true });
   const exited = new Promise((resolve) => daemon.on('exit', (code) => resolve(code ?? 1)));
@@ -110,21 +112,48 @@ async function main() {
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  say('a writer adds a row every second for 12 s, then the database goes idle (watch for "upload skipped")');
+  say('a writer commits a row every second for 12 s; continuous replication ships each commit as a segment (/status every 3 s)');
   const app = new Database(env.DB_LOCAL_PATH, { fileMustExist: true, timeout: 5_000 });
   const insert = app.prepare('INSERT INTO polls_question (question_text, pub_date) VALUES (?, ?)');
   let written = 0;
+  let lastStatus = '';
+  let replicatedWhileRunning = false;
+  const showStatus = async () => {
+    const status = await fetch(`http://127.0.0.1:${env.DB_SYNC_HEALTH_PORT}/status`)
+      .then((r) => r.json())
+      .catch(() => undefined);
+    const r = status?.replication;
+    if (!r) return;
+    const line = `   /status replication: ${r.state}, generation ${r.generation}, segments shipped ${r.segmentsShipped} (last seq ${r.shippedSeq}), lag ${r.lagMs} ms, bases ${r.bases}\n`;
+    // Idle: the same line again would say nothing new (and no request was sent).
+    if (line !== lastStatus) process.stderr.write(line);
+    lastStatus = line;
+  };
+  const statusTimer = setInterval(showStatus, 3_000);
   const writer = setInterval(() => {
     insert.run(`Demo question ${++written}?`, new Date().toISOString());
     if (written === 12) {
       clearInterval(writer);
-      process.stderr.write('\x1b[1m== writer idle now\x1b[0m\n');
+      setTimeout(() => void proveReplicated(), 2_000);
     }
   }, 1_000);
+  // What a crash now would keep: a restore from the store, taken while db-sync runs, holds every commit.
+  const proveReplicated = async () => {
+    const copy = join(work, 'while-running.sqlite3');
+    execFileSync(process.execPath, [cli, 'download', '--log-level', 'warn'], { env: { ...env, DB_LOCAL_PATH: copy }, stdio: 'inherit' });
+    const db = new Database(copy, { readonly: true });
+    const n = db.prepare('SELECT count(*) AS n FROM polls_question').get().n;
+    db.close();
+    replicatedWhileRunning = n === 1000 + written;
+    say(
+      `downloaded from the store while db-sync runs (base + segments): ${n} rows of ${1000 + written}; the database is idle now: no requests`,
+    );
+  };
 
   const stop = () => {
     clearInterval(writer);
-    say('stopping db-sync with SIGINT (as Ctrl-C or ECS SIGTERM would): final upload + backup key');
+    clearInterval(statusTimer);
+    say('stopping db-sync with SIGINT (as Ctrl-C or ECS SIGTERM would): final base + backup key');
     daemon.kill('SIGINT');
   };
   const timer = setTimeout(stop, seconds * 1_000);
@@ -159,7 +188,7 @@ async function main() {
     say(`files in ${env.DB_SYNC_REPLICA_DIR}`);
     execFileSync('ls', ['-la', env.DB_SYNC_REPLICA_DIR], { stdio: 'inherit' });
   }
-  process.exitCode = code === 0 && rows === 1000 + written && integrity === 'ok' ? 0 : 1;
+  process.exitCode = code === 0 && rows === 1000 + written && integrity === 'ok' && replicatedWhileRunning ? 0 : 1;
 }
 
 main().catch((error) => {
