@@ -84,6 +84,8 @@ export interface ReplicationStatus {
   readonly bytesShipped: number;
   readonly spoolBytes: number;
   readonly bases: number;
+  /** Whether a base is being copied or uploaded right now (its requests are still to come). */
+  readonly baseInProgress: boolean;
   readonly lastBase:
     { readonly at: string; readonly gen: string; readonly seq: number; readonly versionId: string | undefined } | undefined;
   readonly generations: number;
@@ -748,6 +750,7 @@ export class Replicator {
       bytesShipped: this.bytesShipped,
       spoolBytes: this.spoolBytes(),
       bases: this.bases,
+      baseInProgress: this.baseInFlight !== undefined,
       lastBase: this.lastBase,
       generations: this.generations,
       lastBreak: this.lastBreak,
