@@ -108,6 +108,17 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
       const log = join(ctx.logs, `writer-${tag}.log`);
       const out = join(ctx.work, `writer-${tag}.json`);
       let result: WriterResult;
+      /** The writer's window once `daemon` is ready; the daemon is stopped after it and its usage kept. */
+      const writeWhile = async (daemon: dbsync.Daemon, into: Acc): Promise<WriterResult> => {
+        try {
+          await daemon.ready;
+          return await (
+            await startWriter(dbPath, rate, seconds, out, log, synchronousFull)
+          ).done;
+        } finally {
+          into.usage.push(await stopMeasured(daemon.proc));
+        }
+      };
       acc[scenario].load.push(round(loadavg()[0] ?? 0, 2));
       if (scenario === 'no sync') {
         result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
@@ -116,12 +127,7 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
         const target = { bucket, key: `writer/r${r}.sqlite3`, dbPath, interval, env: { DB_SYNC_CONTINUOUS: 'off' } };
         await dbsync.upload(ctx.info, target, log); // start in sync: the daemon's first tick comes one interval later
         const daemon = await dbsync.startDaemon(ctx.info, target, log);
-        try {
-          await daemon.ready;
-          result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
-        } finally {
-          acc[scenario].usage.push(await stopMeasured(daemon.proc));
-        }
+        result = await writeWhile(daemon, acc[scenario]);
         const windows: Window[] = [];
         for (const u of daemon.uploads) {
           const loggedAt = Date.parse(String(u.time));
@@ -138,13 +144,7 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
       } else if (scenario === 'db-sync continuous') {
         const target = { bucket, key: `writer/cr-r${r}.sqlite3`, dbPath };
         await dbsync.upload(ctx.info, target, log);
-        const daemon = await dbsync.startDaemon(ctx.info, target, log);
-        try {
-          await daemon.ready;
-          result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
-        } finally {
-          acc[scenario].usage.push(await stopMeasured(daemon.proc));
-        }
+        result = await writeWhile(await dbsync.startDaemon(ctx.info, target, log), acc[scenario]);
       } else {
         const path = `writer/litestream-r${r}`;
         const config = writeConfig(join(ctx.work, `writer-litestream-r${r}.yml`), ctx.info, {

@@ -233,14 +233,14 @@ export class SyncLoop {
       log.info({ key: this.options.key, sha256: outcome.snapshot.sha256 }, 'snapshot identical to last upload; upload skipped');
       return 'identical';
     }
-    this.uploads += 1;
-    this.lastUpload = {
-      at: new Date().toISOString(),
-      versionId: outcome.uploaded.versionId,
-      sizeBytes: outcome.snapshot.sizeBytes,
-      sha256: outcome.snapshot.sha256,
-    };
+    this.countUpload(outcome.uploaded.versionId, outcome);
     return 'uploaded';
+  }
+
+  /** One more upload, and the one `/status` shows as the last. */
+  private countUpload(versionId: string | undefined, outcome: UploadOutcome): void {
+    this.uploads += 1;
+    this.lastUpload = { at: new Date().toISOString(), versionId, sizeBytes: outcome.snapshot.sizeBytes, sha256: outcome.snapshot.sha256 };
   }
 
   /**
@@ -263,13 +263,7 @@ export class SyncLoop {
   async recordUpload(outcome: UploadOutcome): Promise<void> {
     if (!outcome.uploaded) return;
     this.options.onRun?.('uploaded', outcome.uploadMs);
-    this.uploads += 1;
-    this.lastUpload = {
-      at: new Date().toISOString(),
-      versionId: outcome.uploaded.versionId,
-      sizeBytes: outcome.snapshot.sizeBytes,
-      sha256: outcome.snapshot.sha256,
-    };
+    this.countUpload(outcome.uploaded.versionId, outcome);
     this.baseline = { sha256: outcome.snapshot.sha256, versionId: outcome.uploaded.versionId, token: undefined };
     this.unsyncedSince = undefined;
     this.inSyncAt = outcome.snapshot.takenAt;

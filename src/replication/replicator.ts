@@ -84,6 +84,8 @@ export interface ReplicationStatus {
   readonly bytesShipped: number;
   readonly spoolBytes: number;
   readonly bases: number;
+  /** Whether a base is being copied or uploaded right now (its requests are still to come). */
+  readonly baseInProgress: boolean;
   readonly lastBase:
     { readonly at: string; readonly gen: string; readonly seq: number; readonly versionId: string | undefined } | undefined;
   readonly generations: number;
@@ -106,6 +108,11 @@ interface Generation {
   baseAtMs: number;
   /** Whether this generation's first base is in the store. */
   based: boolean;
+  /**
+   * Fires when the generation is dropped: its base copy or upload in flight stops, so a dropped chain's
+   * base (older content) can never land as `KEY` after the next generation's.
+   */
+  readonly dropped: AbortController;
   /**
    * The first base's reader X, its read transaction open at the generation's position, not copied yet:
    * nothing needs uploading until the database changes, so the copy starts with the first commit captured
@@ -278,6 +285,14 @@ export class Replicator {
   private async startGeneration(reason: string): Promise<void> {
     const { log } = this.options;
     await this.dropGeneration();
+    if (this.baseInFlight) {
+      // A dropped generation's base is still settling (its upload aborting). The new generation's base must
+      // be the last write to KEY, so it starts on a tick after that one has finished or failed. (Not awaited
+      // here: this runs in the exclusive section, which that base may be waiting for.)
+      this.stateValue = 'broken';
+      this.generationRetryAtMs = 0;
+      return;
+    }
     if (!isWalDatabase(this.options.dbPath)) {
       this.stateValue = 'waiting-for-wal';
       return;
@@ -325,6 +340,7 @@ export class Replicator {
       shippedSinceBase: false,
       baseAtMs: performance.now(),
       based: false,
+      dropped: new AbortController(),
       deferredReader: undefined,
     };
     this.gen = gen;
@@ -339,6 +355,11 @@ export class Replicator {
       return;
     }
     this.startFirstBase(gen, x);
+  }
+
+  /** Aborts a base of `gen` on stop (or finish's deadline) and when `gen` is dropped. */
+  private baseSignal(gen: Generation): AbortSignal {
+    return AbortSignal.any([this.stopController.signal, gen.dropped.signal]);
   }
 
   private startFirstBase(gen: Generation, x: Database.Database): void {
@@ -360,7 +381,7 @@ export class Replicator {
 
   private async firstBase(gen: Generation, x: Database.Database): Promise<void> {
     try {
-      const { snapshot, hashes } = await copyBase(x, this.options.dbPath, this.options, this.stopController.signal);
+      const { snapshot, hashes } = await copyBase(x, this.options.dbPath, this.options, this.baseSignal(gen));
       if (this.gen !== gen) {
         await removeQuietly(snapshot.path);
         return;
@@ -376,7 +397,7 @@ export class Replicator {
 
   /** Upload a generation's first base; `checksum` is the chain's at seq 0 (the running hashes may have moved on). */
   private async uploadFirstBase(gen: Generation, snapshot: Snapshot, checksum: bigint): Promise<void> {
-    const outcome = await uploadBase(this.options, snapshot, { gen: gen.id, seq: 0, checksum }, { signal: this.stopController.signal });
+    const outcome = await uploadBase(this.options, snapshot, { gen: gen.id, seq: 0, checksum }, { signal: this.baseSignal(gen) });
     if (this.gen !== gen) return;
     gen.based = true;
     this.generationFailures = 0;
@@ -420,6 +441,7 @@ export class Replicator {
 
   /** Forget the current generation: release the pins, drop the pending segment and every unshipped segment. */
   private async dropGeneration(): Promise<void> {
+    this.gen?.dropped.abort(new Error('the generation was dropped'));
     this.closeDeferredReader(this.gen);
     this.gen = undefined;
     // Reopened by the next generation: the database file may have been replaced (a new inode).
@@ -602,8 +624,8 @@ export class Replicator {
    * @param waitForBarrier keep trying for the barrier until this signal fires (shutdown); undefined = once.
    */
   private async exactBase(gen: Generation, why: string, waitForBarrier: AbortSignal | undefined): Promise<UploadOutcome | undefined> {
-    // finish() aborts stopController when its own signal fires, so this one signal covers both.
-    const signal = this.stopController.signal;
+    // finish() aborts stopController when its own signal fires, so this covers both, and a dropped generation.
+    const signal = this.baseSignal(gen);
     const position = await this.exclusive(async () => {
       const connections = this.connections;
       if (this.gen !== gen || !connections || !gen.hashes) return undefined;
@@ -748,6 +770,7 @@ export class Replicator {
       bytesShipped: this.bytesShipped,
       spoolBytes: this.spoolBytes(),
       bases: this.bases,
+      baseInProgress: this.baseInFlight !== undefined,
       lastBase: this.lastBase,
       generations: this.generations,
       lastBreak: this.lastBreak,

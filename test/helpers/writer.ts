@@ -3,6 +3,7 @@
  * committed row count on stdout ("committed N"), so a test knows exactly what was committed when.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { createRequire } from 'node:module';
 
 const driver = createRequire(import.meta.url).resolve('better-sqlite3');
@@ -34,18 +35,22 @@ export interface Writer {
   stop(): Promise<number>;
 }
 
+/** Call `onLine` with each complete line a child writes on `stream` (a partial last line waits for its end). */
+export function onLines(stream: Readable | null, onLine: (line: string) => void): void {
+  let pending = '';
+  stream?.setEncoding('utf8').on('data', (chunk: string) => {
+    const lines = (pending + chunk).split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) onLine(line);
+  });
+}
+
 export function startWriter(dbPath: string, pauseMs = 5): Writer {
   const child = spawn(process.execPath, ['-e', SOURCE, dbPath, String(pauseMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let committed = 0;
-  let buffer = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    buffer += chunk;
-    const lines = buffer.split('\n');
-    buffer = lines.pop() ?? '';
-    for (const line of lines) {
-      const n = Number(line.split(' ')[1]);
-      if (Number.isFinite(n)) committed = Math.max(committed, n);
-    }
+  onLines(child.stdout, (line) => {
+    const n = Number(line.split(' ')[1]);
+    if (Number.isFinite(n)) committed = Math.max(committed, n);
   });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   return {
@@ -94,12 +99,7 @@ export async function startBatchWriter(
   `;
   const child = spawn(process.execPath, ['-e', source, path], { stdio: ['ignore', 'pipe', 'inherit'] });
   let committed = 0;
-  let pending = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    const lines = (pending + chunk).split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) committed = Math.max(committed, Number(line));
-  });
+  onLines(child.stdout, (line) => (committed = Math.max(committed, Number(line))));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const stop = async (): Promise<void> => {
     child.kill('SIGTERM');
