@@ -314,9 +314,12 @@ async function main(): Promise<void> {
   if (failures.length) process.exitCode = 1;
 }
 
+/** Hand-written analysis kept below the generated tables (a re-render would otherwise drop it). */
+export const RESULTS_NOTES = 'RESULTS-notes.md';
+
 /**
  * RESULTS.md of `dir`: the loopback run (`loopback`, else `dir`/results.json) and, side by side with it,
- * every network-model run found as `dir`/results-NAME.json.
+ * every network-model run found as `dir`/results-NAME.json; then `dir`/RESULTS-notes.md when present.
  */
 function renderResults(dir: string, loopback?: Results): string {
   const read = (file: string): Results => JSON.parse(readFileSync(join(dir, file), 'utf8')) as Results;
@@ -326,7 +329,9 @@ function renderResults(dir: string, loopback?: Results): string {
     .filter((f) => /^results-.+\.json$/.test(f) && f !== companion)
     .sort()
     .map(read);
-  return renderMarkdown(base, modelled, existsSync(join(dir, companion)) ? read(companion) : undefined);
+  const rendered = renderMarkdown(base, modelled, existsSync(join(dir, companion)) ? read(companion) : undefined);
+  const notes = join(dir, RESULTS_NOTES);
+  return existsSync(notes) ? `${rendered.trimEnd()}\n\n${readFileSync(notes, 'utf8')}` : rendered;
 }
 
 /**

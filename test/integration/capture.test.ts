@@ -85,6 +85,15 @@ async function setup(options: Partial<ReplicatorOptions> = {}, storeOverride?: (
   return { dir, dbPath, app, store, replicator, next: () => id, commit };
 }
 
+/** {@link setup}, 5 rows committed, the replicator started and running. */
+async function running(options: Partial<ReplicatorOptions> = {}): Promise<Setup> {
+  const s = await setup(options);
+  await s.commit(5);
+  await s.replicator.start();
+  await until('running', () => s.replicator.state === 'running');
+  return s;
+}
+
 async function until(what: string, predicate: () => boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!predicate()) {
@@ -138,10 +147,7 @@ describe('Replicator (capture) on a directory store', () => {
   });
 
   it('costs nothing while idle: no new object', async () => {
-    const s = await setup();
-    await s.commit(5);
-    await s.replicator.start();
-    await until('running', () => s.replicator.state === 'running');
+    const s = await running();
     await s.commit(5);
     await shippedAll(s);
     const before = (await s.store.list(chainsPrefix(KEY))).length;
@@ -152,10 +158,7 @@ describe('Replicator (capture) on a directory store', () => {
   });
 
   it('keeps the chain across the app’s TRUNCATE and RESTART checkpoints', async () => {
-    const s = await setup();
-    await s.commit(5);
-    await s.replicator.start();
-    await until('running', () => s.replicator.state === 'running');
+    const s = await running();
     await s.commit(20);
     await shippedAll(s);
     // The pins hold back a restart until everything read is backfilled; the app retries as apps do.
@@ -198,10 +201,7 @@ describe('Replicator (capture) on a directory store', () => {
   });
 
   it('starts a new generation, with the reason, when the WAL changes unseen; restores stay correct', async () => {
-    const s = await setup();
-    await s.commit(5);
-    await s.replicator.start();
-    await until('running', () => s.replicator.state === 'running');
+    const s = await running();
     await s.commit(5);
     await shippedAll(s);
     const firstGen = s.replicator.status().generation;
@@ -261,10 +261,7 @@ describe('Replicator (capture) on a directory store', () => {
   }, 60_000);
 
   it('finish(): ships the pending commits and uploads a final base at the exact position', async () => {
-    const s = await setup({ segmentIntervalMs: 60_000 });
-    await s.commit(5);
-    await s.replicator.start();
-    await until('running', () => s.replicator.state === 'running');
+    const s = await running({ segmentIntervalMs: 60_000 });
     await s.commit(9);
     await sleep(150);
     const outcome = await s.replicator.finish(AbortSignal.timeout(20_000));
@@ -308,10 +305,7 @@ describe('Replicator with an app in another process', () => {
 
 describe('Replicator when the store already holds the database (restored or verified at start)', () => {
   it('uploads no base for a run without a commit; finish() leaves the decision to the snapshot path', async () => {
-    const s = await setup({ storeHoldsDatabase: () => true });
-    await s.commit(5);
-    await s.replicator.start();
-    await until('running', () => s.replicator.state === 'running');
+    const s = await running({ storeHoldsDatabase: () => true });
     await sleep(300);
     expect(await s.store.listVersions(KEY)).toEqual([]);
     expect(await s.replicator.finish(AbortSignal.timeout(10_000))).toBeUndefined();
@@ -320,10 +314,7 @@ describe('Replicator when the store already holds the database (restored or veri
   });
 
   it('uploads the base taken at start with the first commit, then ships the chain', async () => {
-    const s = await setup({ storeHoldsDatabase: () => true });
-    await s.commit(5);
-    await s.replicator.start();
-    await until('running', () => s.replicator.state === 'running');
+    const s = await running({ storeHoldsDatabase: () => true });
     await sleep(200);
     expect(await s.store.listVersions(KEY)).toEqual([]);
     await s.commit(3);
