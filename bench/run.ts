@@ -48,9 +48,6 @@ const USAGE = `usage: tsx bench/run.ts [--quick] [--sections ${SECTIONS.join(','
                rollback, params) into DIR/results.json with this run's command, date and load, and
                re-render DIR/RESULTS.md; the other sections' committed figures stay`;
 
-/** RESULTS.md lines after this one are written by hand and kept when the file is re-rendered. */
-const KEEP_MARKER = '<!-- Sections below this line are written by hand; --render and --merge-into keep them. -->';
-
 /** Sections whose figures live at the top level of results.json, so a narrower run can replace them alone. */
 const MERGEABLE = ['idle', 'risk', 'writer', 'rollback', 'params'] as const;
 
@@ -357,12 +354,9 @@ async function mergeSections(dir: string, run: Results, sections: readonly Secti
   process.stderr.write(`[bench] merged ${taken.join(', ') || 'nothing'} into ${file} and re-rendered ${join(dir, 'RESULTS.md')}\n`);
 }
 
-/** Write `dir`/RESULTS.md, keeping what the current one holds after {@link KEEP_MARKER} (hand-written sections). */
+/** Write `dir`/RESULTS.md (hand-written analysis lives in {@link RESULTS_NOTES}, which the render appends). */
 function writeResultsMd(dir: string, rendered: string): void {
-  const path = join(dir, 'RESULTS.md');
-  const old = existsSync(path) ? readFileSync(path, 'utf8') : '';
-  const at = old.indexOf(KEEP_MARKER);
-  writeFileSync(path, at < 0 ? rendered : `${rendered.trimEnd()}\n\n${old.slice(at)}`);
+  writeFileSync(join(dir, 'RESULTS.md'), rendered);
 }
 
 /** Write `value` as JSON formatted the way the repository's Prettier config wants it (`npm run lint` checks it). */
