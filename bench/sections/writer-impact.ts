@@ -1,8 +1,9 @@
 /**
  * Section 4, writer impact: a separate process inserts rows at a steady rate (one autocommit INSERT each,
- * as a web request would) for a fixed window, timing every insert. Four scenarios, in rotating order:
+ * as a web request would) for a fixed window, timing every insert. Five scenarios, in rotating order:
  * no sync at all; `db-sync run` with interval snapshots only (`DB_SYNC_CONTINUOUS=off`) and a short interval (so
- * several snapshots fall inside the window); `db-sync run` at its defaults, which on this WAL database is
+ * several snapshots fall inside the window), paced as shipped and unpaced (`DB_SYNC_SNAPSHOT_PACE=100%`, the
+ * lever's effect in the same run); `db-sync run` at its defaults, which on this WAL database is
  * continuous replication (pins, WAL reads, segments every second, the WAL-bounding seal); and
  * `litestream replicate` (after its first snapshot, i.e. steady replication).
  *
@@ -20,7 +21,9 @@ import { startMeasured, stopMeasured, type Usage } from '../lib/proc.js';
 import { createBucket, s3Env } from '../lib/s3.js';
 import { median, round, summarize, type LatencySummary } from '../lib/stats.js';
 
-export const WRITER_SCENARIOS = ['no sync', 'db-sync', 'db-sync continuous', 'litestream'] as const;
+export const WRITER_SCENARIOS = ['no sync', 'db-sync', 'db-sync unpaced', 'db-sync continuous', 'litestream'] as const;
+/** The interval-snapshot scenarios, whose inserts during snapshots are reported apart. */
+const SNAPSHOT_SCENARIOS: readonly WriterScenario[] = ['db-sync', 'db-sync unpaced'];
 export type WriterScenario = (typeof WRITER_SCENARIOS)[number];
 
 export interface LatencyMedians {
@@ -88,17 +91,23 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
   const pristine = ctx.database(sizeMB);
   const bucket = `writer-${Date.now().toString(36)}`;
   await createBucket(ctx.s3, bucket);
-  type Acc = { runs: LatencySummary[]; during: LatencySummary[]; errors: number[]; usage: Usage[]; load: number[] };
-  const acc: Record<WriterScenario, Acc> = {
-    'no sync': { runs: [], during: [], errors: [], usage: [], load: [] },
-    'db-sync': { runs: [], during: [], errors: [], usage: [], load: [] },
-    'db-sync continuous': { runs: [], during: [], errors: [], usage: [], load: [] },
-    litestream: { runs: [], during: [], errors: [], usage: [], load: [] },
+  type Acc = {
+    runs: LatencySummary[];
+    during: LatencySummary[];
+    errors: number[];
+    usage: Usage[];
+    load: number[];
+    snapshotCounts: number[];
+    snapshotS: number[];
+    uploadS: number[];
   };
+  const acc = Object.fromEntries(
+    WRITER_SCENARIOS.map((s) => [
+      s,
+      { runs: [], during: [], errors: [], usage: [], load: [], snapshotCounts: [], snapshotS: [], uploadS: [] },
+    ]),
+  ) as unknown as Record<WriterScenario, Acc>;
   const synchronousFull = ['--synchronous', 'FULL'];
-  const snapshotCounts: number[] = [];
-  const snapshotS: number[] = [];
-  const uploadS: number[] = [];
   const runs = ctx.opts.runs;
   for (let r = 0; r < runs; r += 1) {
     for (const scenario of rotate(WRITER_SCENARIOS, r)) {
@@ -122,9 +131,11 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
       acc[scenario].load.push(round(loadavg()[0] ?? 0, 2));
       if (scenario === 'no sync') {
         result = await (await startWriter(dbPath, rate, seconds, out, log, synchronousFull)).done;
-      } else if (scenario === 'db-sync') {
+      } else if (SNAPSHOT_SCENARIOS.includes(scenario)) {
         // Interval snapshots only: this scenario is the snapshot path's cost (issue 17).
-        const target = { bucket, key: `writer/r${r}.sqlite3`, dbPath, interval, env: { DB_SYNC_CONTINUOUS: 'off' } };
+        const env: Record<string, string> = { DB_SYNC_CONTINUOUS: 'off' };
+        if (scenario === 'db-sync unpaced') env.DB_SYNC_SNAPSHOT_PACE = '100%';
+        const target = { bucket, key: `writer/${tag}-r${r}.sqlite3`, dbPath, interval, env };
         await dbsync.upload(ctx.info, target, log); // start in sync: the daemon's first tick comes one interval later
         const daemon = await dbsync.startDaemon(ctx.info, target, log);
         result = await writeWhile(daemon, acc[scenario]);
@@ -136,10 +147,10 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
           const from = loggedAt - upMs - snapMs;
           if (from < result.startedAt || loggedAt > (result.doneAt.at(-1) ?? 0)) continue; // the final sync, after the window
           windows.push({ from, to: loggedAt - upMs });
-          snapshotS.push(snapMs / 1000);
-          uploadS.push(upMs / 1000);
+          acc[scenario].snapshotS.push(snapMs / 1000);
+          acc[scenario].uploadS.push(upMs / 1000);
         }
-        snapshotCounts.push(windows.length);
+        acc[scenario].snapshotCounts.push(windows.length);
         acc[scenario].during.push(summarize(overlapping(result, windows)));
       } else if (scenario === 'db-sync continuous') {
         const target = { bucket, key: `writer/cr-r${r}.sqlite3`, dbPath };
@@ -181,10 +192,10 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
       errors: a.errors,
       load: a.load,
       ...(a.usage.length ? { usage: a.usage } : {}),
-      ...(scenario === 'db-sync'
+      ...(SNAPSHOT_SCENARIOS.includes(scenario)
         ? {
             duringSnapshot: { runs: a.during, median: medians(a.during) },
-            snapshots: { perRun: snapshotCounts, snapshotS: round(median(snapshotS), 3), uploadS: round(median(uploadS), 3) },
+            snapshots: { perRun: a.snapshotCounts, snapshotS: round(median(a.snapshotS), 3), uploadS: round(median(a.uploadS), 3) },
           }
         : {}),
     };
@@ -199,6 +210,7 @@ export async function writerImpact(ctx: Context): Promise<WriterImpactResult> {
     p99Ratios: {
       'db-sync (all inserts)': round(scenarios['db-sync'].median.p99 / base, 2),
       'db-sync (during snapshots)': round((scenarios['db-sync'].duringSnapshot?.median.p99 ?? Number.NaN) / base, 2),
+      'db-sync unpaced (during snapshots)': round((scenarios['db-sync unpaced'].duringSnapshot?.median.p99 ?? Number.NaN) / base, 2),
       'db-sync continuous': round(scenarios['db-sync continuous'].median.p99 / base, 2),
       litestream: round(scenarios.litestream.median.p99 / base, 2),
     },

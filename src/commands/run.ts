@@ -58,6 +58,8 @@ export async function startSidecar(ctx: CommandContext): Promise<Sidecar | undef
   const emf = cloudWatchMetrics(ctx, () => sidecar);
   const sidecar: Sidecar = new Sidecar({
     ...uploadContext(ctx),
+    // Only the sidecar paces: its snapshots run next to the app. One-shot commands go as fast as they can.
+    snapshotPace: ctx.config.snapshotPace,
     intervalMs: ctx.config.intervalMs,
     retention: retentionPolicy(ctx),
     onOutcome: (outcome) => {

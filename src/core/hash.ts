@@ -2,6 +2,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
+import type { Pacer } from './pacer.js';
 
 /**
  * Buffer size for streaming a database through a hash or to disk. Larger than Node's 16-64 KiB defaults so
@@ -9,10 +10,13 @@ import { Transform, type TransformCallback } from 'node:stream';
  */
 export const STREAM_BUFFER_BYTES = 1024 * 1024;
 
-/** sha256 of a file, as lowercase hex. */
-export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
+/** sha256 of a file, as lowercase hex; with a `pacer`, paced chunk by chunk. */
+export async function sha256File(path: string, signal?: AbortSignal, pacer?: Pacer): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { signal, highWaterMark: STREAM_BUFFER_BYTES })) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { signal, highWaterMark: STREAM_BUFFER_BYTES })) {
+    hash.update(chunk as Buffer);
+    await pacer?.pause(signal);
+  }
   return hash.digest('hex');
 }
 

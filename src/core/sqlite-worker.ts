@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { IntegrityCheck } from '../config.js';
 import { AbortedError, DbSyncError } from '../errors.js';
+import { pauseAfter } from './pacer.js';
 
 const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
 
@@ -37,6 +38,11 @@ export interface SnapshotTask {
   chunkBytes?: number;
   /** Nice value for the copying thread, default {@link SNAPSHOT_NICENESS}; 0 keeps the normal priority. */
   niceness?: number;
+  /**
+   * Share of the time the copy may work (pacer.ts), 0 < pace ≤ 1; absent or 1: as fast as it can. Only the
+   * WAL copy and the rollback mode's unlocked pass are paced, never the locked pass.
+   */
+  pace?: number | undefined;
 }
 
 export type WorkerTask = SnapshotTask | { op: 'check'; path: string; check: IntegrityCheck; niceness?: number };
@@ -74,6 +80,18 @@ const fs = require('node:fs');
 const os = require('node:os');
 
 const CONTENT_ERRORS = ${JSON.stringify(CONTENT_ERROR_CODES)};
+// Pacing (pacer.ts): after each piece of work, sleep so that work takes about 'share' of the time. The thread
+// may block: it runs nothing else, and aborting terminates it.
+const pauseAfter = ${pauseAfter.toString()};
+class Pacer {
+  constructor(share) { this.share = share; this.workStart = performance.now(); }
+  pause() {
+    const ms = pauseAfter(performance.now() - this.workStart, this.share);
+    if (ms >= 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    this.workStart = performance.now();
+  }
+}
+
 function isContentError(code) {
   return CONTENT_ERRORS.some((base) => code === base || code.startsWith(base + '_'));
 }
@@ -158,6 +176,7 @@ function lowerThreadPriority(niceness) {
 // kernel writes the copy back in small pieces instead of one database-sized burst at the final commit's fsync,
 // which the app's own WAL fsync would queue behind on ext4 (its journal commit waits for that data).
 async function walCopy(source, task) {
+  const pacer = new Pacer(task.pace);
   const pageSize = Number(source.pragma('page_size', { simple: true }));
   const pagesPerStep = Math.max(1, Math.floor(task.stepBytes / pageSize));
   source.exec('BEGIN');
@@ -168,6 +187,7 @@ async function walCopy(source, task) {
       await source.backup(task.destination, {
         progress: () => {
           fs.fdatasyncSync(fd);
+          pacer.pause();
           return pagesPerStep;
         },
       });
@@ -190,7 +210,7 @@ const PENDING_BYTE = 0x40000000;
 // the backup API writes into a new file, so the bytes equal a backup-API copy's.
 // Returns how long the SHARED lock was held (ms) and how many bytes the locked pass rewrote.
 async function rollbackCopy(source, task) {
-  copyUnlocked(task.source, task.destination, task.chunkBytes);
+  copyUnlocked(task.source, task.destination, task.chunkBytes, new Pacer(task.pace));
   source.exec('BEGIN');
   const locked = performance.now();
   let pageCount;
@@ -215,7 +235,8 @@ async function rollbackCopy(source, task) {
   return { sharedLockMs: Math.round(sharedLockMs), rewrittenBytes };
 }
 
-function copyUnlocked(from, to, chunkBytes) {
+// Unlocked, so it may be paced; the locked pass below never is (writers wait while it runs).
+function copyUnlocked(from, to, chunkBytes, pacer) {
   const buf = Buffer.allocUnsafe(chunkBytes);
   const src = fs.openSync(from, 'r');
   const dst = fs.openSync(to, 'r+');
@@ -225,6 +246,7 @@ function copyUnlocked(from, to, chunkBytes) {
       if (n === 0) break;
       fs.writeSync(dst, buf, 0, n, off);
       off += n;
+      pacer.pause();
     }
   } finally {
     fs.closeSync(src);

@@ -226,7 +226,7 @@ export class SyncLoop {
       return 'unchanged';
     }
     this.unsyncedSince ??= this.inSyncAt ?? this.lastCheckAt;
-    const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256, retry: SHORT_RETRY });
+    const outcome = await snapshotAndUpload(this.options, { signal, skipIfSha256: this.baseline.sha256, retry: SHORT_RETRY, paced: true });
     await this.adopt(outcome, token);
     if (!outcome.uploaded) {
       this.skippedUnchanged += 1;

@@ -19,6 +19,11 @@ export interface UploadContext {
   readonly check: IntegrityCheck;
   readonly origin: Origin;
   readonly log: Logger;
+  /**
+   * Share of the time snapshots taken while the app runs may work (pacer.ts): used where a caller asks for a
+   * paced snapshot (the sidecar's periodic snapshots, continuous replication's bases); absent: unpaced.
+   */
+  readonly snapshotPace?: number | undefined;
   /** Observer (metrics): called after every snapshot that was uploaded or found identical. */
   readonly onOutcome?: ((outcome: UploadOutcome) => void) | undefined;
 }
@@ -44,9 +49,12 @@ export async function snapshotAndUpload(
     onProgress?: (sentBytes: number, totalBytes: number) => void;
     /** How the upload retries (default: `DEFAULT_RETRY`, about a minute). */
     retry?: RetryPolicy | undefined;
+    /** Pace the snapshot by `ctx.snapshotPace` (the app is running and nobody waits for this one). */
+    paced?: boolean | undefined;
   },
 ): Promise<UploadOutcome> {
-  const snapshot = await takeSnapshot(ctx.dbPath, { check: ctx.check, signal: options.signal });
+  const pace = options.paced ? ctx.snapshotPace : undefined;
+  const snapshot = await takeSnapshot(ctx.dbPath, { check: ctx.check, signal: options.signal, pace });
   try {
     return await uploadSnapshotFile(ctx, snapshot, options);
   } finally {

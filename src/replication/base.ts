@@ -6,24 +6,36 @@
  * open transaction keeps the copy's snapshot fixed, so the backup never restarts however much the app
  * writes meanwhile. It runs on the main thread in steps (better-sqlite3 copies one step per event-loop
  * turn), so the capture keeps ticking between steps. Then the same check, sha256 and upload as a snapshot.
+ * Bases taken while the app runs are paced (pacer.ts) like periodic snapshots; the final base is not.
  */
 import { closeSync, fdatasyncSync, openSync } from 'node:fs';
+import { pauseAfter, Pacer } from '../core/pacer.js';
 import { stat } from 'node:fs/promises';
 import type Database from 'better-sqlite3';
 import { DbSyncError } from '../errors.js';
 import { tempPathBeside } from '../fs-atomic.js';
-import { sha256File } from '../core/hash.js';
 import { bothSettled } from '../core/settle.js';
-import { discardSnapshot, type Snapshot } from '../core/snapshot.js';
-import { runSqliteTask, SNAPSHOT_NICENESS, SNAPSHOT_STEP_BYTES } from '../core/sqlite-worker.js';
+import { checkAndHash, discardSnapshot, type Snapshot } from '../core/snapshot.js';
+import { SNAPSHOT_STEP_BYTES } from '../core/sqlite-worker.js';
 import { uploadSnapshotFile, type UploadContext, type UploadOutcome } from '../core/upload.js';
 import { SHORT_RETRY, type RetryPolicy } from '../core/retry.js';
 import { hashDatabaseFile, type PageHashes } from './checksum.js';
 import { chainMetadata, type ChainPosition } from './layout.js';
 
+/** Paced base copies step this much at a time: the main thread sleeps between steps (below), so keep steps short. */
+const PACED_STEP_BYTES = 2 * 1024 * 1024;
+/** The longest pause a paced base copy takes on the main thread at once (the capture's ticks and the health server wait meanwhile). */
+const MAX_MAIN_THREAD_PAUSE_MS = 50;
+
+/** Block this thread for `ms` without using the CPU. */
+function blockFor(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
 /**
  * Copy the database as `x` sees it (its read transaction must be open) into a new temp file beside it,
  * check it and hash it. `x`'s transaction is rolled back and `x` closed in every case.
+ * @param pace share of the time the copy, check and hashes may work (pacer.ts); absent: as fast as they can.
  * @returns the snapshot (caller removes it) and the page hashes of the copy.
  */
 export async function copyBase(
@@ -31,7 +43,9 @@ export async function copyBase(
   dbPath: string,
   ctx: Pick<UploadContext, 'check'>,
   signal?: AbortSignal,
+  pace?: number,
 ): Promise<{ snapshot: Snapshot; hashes: PageHashes }> {
+  const paced = new Pacer(pace).active;
   const started = performance.now();
   const takenAt = new Date();
   // A snapshot like any other (the name says so to whoever finds one left by a kill).
@@ -40,15 +54,20 @@ export async function copyBase(
   try {
     try {
       const pageSize = Number(x.pragma('page_size', { simple: true }));
-      const pagesPerStep = Math.max(1, Math.floor(SNAPSHOT_STEP_BYTES / pageSize));
+      const pagesPerStep = Math.max(1, Math.floor((paced ? PACED_STEP_BYTES : SNAPSHOT_STEP_BYTES) / pageSize));
       // Owner-only before SQLite creates it 0644: it holds the whole database.
       const fd = openSync(destination, 'wx', 0o600);
+      let stepStart = performance.now();
       try {
         await x.backup(destination, {
           progress: () => {
             if (signal?.aborted) throw signal.reason ?? new Error('base aborted');
             // Spread the copy's writeback over the copy (as snapshots do), not one burst at the end.
             fdatasyncSync(fd);
+            // The progress callback cannot await: pause by blocking, briefly (better-sqlite3 steps on setImmediate,
+            // so ticks and requests run between steps).
+            if (paced) blockFor(Math.min(MAX_MAIN_THREAD_PAUSE_MS, pauseAfter(performance.now() - stepStart, pace as number)));
+            stepStart = performance.now();
             return pagesPerStep;
           },
         });
@@ -59,11 +78,9 @@ export async function copyBase(
       if (x.inTransaction) x.exec('ROLLBACK');
       x.close();
     }
-    const [check, sha256, hashes] = await bothSettledThree(
-      runSqliteTask({ op: 'check', path: destination, check: ctx.check, niceness: SNAPSHOT_NICENESS }, signal),
-      sha256File(destination, signal),
-      hashDatabaseFile(destination, signal),
-    );
+    const [[check, sha256], hashes] = paced
+      ? [await checkAndHash(destination, ctx.check, pace, signal), await hashDatabaseFile(destination, signal, new Pacer(pace))]
+      : await bothSettled(checkAndHash(destination, ctx.check, undefined, signal), hashDatabaseFile(destination, signal));
     if (!check.ok) {
       throw new DbSyncError('Corrupt', `base of ${dbPath} failed its ${ctx.check} check: ${check.problems.join('; ')}`, {
         hint: 'the live database is damaged; nothing was uploaded. Restore a good copy with `db-sync restore`',
@@ -78,11 +95,6 @@ export async function copyBase(
     await discardSnapshot(snapshot);
     throw error;
   }
-}
-
-async function bothSettledThree<A, B, C>(a: Promise<A>, b: Promise<B>, c: Promise<C>): Promise<[A, B, C]> {
-  const [[ra, rb], rc] = await bothSettled(bothSettled(a, b), c);
-  return [ra, rb, rc];
 }
 
 /**

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { STREAM_BUFFER_BYTES } from '../core/hash.js';
+import type { Pacer } from '../core/pacer.js';
 
 /** Smallest and largest SQLite page sizes. */
 export const MIN_PAGE_SIZE = 512;
@@ -135,10 +136,10 @@ export class PageHashes {
 
 /**
  * Hash every page of a database file (its length must be a whole number of pages of the size its header
- * declares). Reads the file once, streaming.
+ * declares). Reads the file once, streaming; with a `pacer`, paced chunk by chunk.
  * @throws Error when the file is not a whole number of valid pages.
  */
-export async function hashDatabaseFile(path: string, signal?: AbortSignal): Promise<PageHashes> {
+export async function hashDatabaseFile(path: string, signal?: AbortSignal, pacer?: Pacer): Promise<PageHashes> {
   const handle = await open(path, 'r');
   let pageSize: number | undefined;
   let sizeBytes: number;
@@ -169,6 +170,7 @@ export async function hashDatabaseFile(path: string, signal?: AbortSignal): Prom
       pgno++;
     }
     if (offset < data.length) carry = data.subarray(offset);
+    await pacer?.pause(signal);
   }
   if (pgno !== pageCount + 1) throw new Error(`${path}: changed while it was hashed (read ${pgno - 1} of ${pageCount} pages)`);
   return new PageHashes(pageSize, hashes, pageCount);

@@ -381,7 +381,7 @@ export class Replicator {
 
   private async firstBase(gen: Generation, x: Database.Database): Promise<void> {
     try {
-      const { snapshot, hashes } = await copyBase(x, this.options.dbPath, this.options, this.baseSignal(gen));
+      const { snapshot, hashes } = await copyBase(x, this.options.dbPath, this.options, this.baseSignal(gen), this.options.snapshotPace);
       if (this.gen !== gen) {
         await removeQuietly(snapshot.path);
         return;
@@ -651,7 +651,9 @@ export class Replicator {
     });
     if (!position) return undefined;
     this.options.log.info({ gen: gen.id, seq: position.seq, why }, 'taking a base');
-    const { snapshot, hashes } = await copyBase(position.x, this.options.dbPath, this.options, signal);
+    // The final base (waitForBarrier: the shutdown) runs as fast as it can; the others are paced.
+    const pace = waitForBarrier ? undefined : this.options.snapshotPace;
+    const { snapshot, hashes } = await copyBase(position.x, this.options.dbPath, this.options, signal, pace);
     let chain: ChainPosition = { gen: gen.id, seq: position.seq, checksum: position.checksum };
     if (hashes.checksum !== position.checksum) {
       // The copy is a good snapshot (SQLite made it) but the chain's running checksum disagrees with it: the

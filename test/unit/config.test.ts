@@ -152,6 +152,21 @@ describe('loadConfig', () => {
     expect(usageError({ DB_S3_BUCKET: 'b', DB_SYNC_SPOOL_MAX: 'lots' }).message).toMatch(/DB_SYNC_SPOOL_MAX="lots" is not a size/);
   });
 
+  it('reads DB_SYNC_SNAPSHOT_PACE as a percentage or a fraction, 25% by default, and refuses the rest (exit 2)', () => {
+    expect(loadConfig({ DB_S3_BUCKET: 'b' }).snapshotPace).toBe(0.25);
+    expect(loadConfig({ DB_S3_BUCKET: 'b', DB_SYNC_SNAPSHOT_PACE: '50%' }).snapshotPace).toBe(0.5);
+    expect(loadConfig({ DB_S3_BUCKET: 'b', DB_SYNC_SNAPSHOT_PACE: '0.1' }).snapshotPace).toBe(0.1);
+    expect(loadConfig({ DB_S3_BUCKET: 'b', DB_SYNC_SNAPSHOT_PACE: '100%' }).snapshotPace).toBe(1);
+    expect(loadConfig({ DB_S3_BUCKET: 'b' }, { 'snapshot-pace': '1' }).snapshotPace).toBe(1);
+    for (const raw of ['0', '0%', '150%', '2', 'half', '-0.5', '25 percent']) {
+      const error = usageError({ DB_S3_BUCKET: 'b', DB_SYNC_SNAPSHOT_PACE: raw });
+      expect(error.exitCode).toBe(ExitCode.Usage);
+      expect(error.message).toContain(
+        `DB_SYNC_SNAPSHOT_PACE="${raw}" must be a share of time above 0 and at most 100%, such as 25% or 0.25`,
+      );
+    }
+  });
+
   it('rejects an interval below the minimum', () => {
     expect(usageError({ DB_S3_BUCKET: 'b', DB_SYNC_INTERVAL: '500ms' }).message).toContain('too short');
   });

@@ -24,8 +24,11 @@ async function backupApiCopy(path: string, destination: string): Promise<Buffer>
   return readFileSync(destination);
 }
 
-/** Snapshot `path` into `destination` with small steps and chunks, so that every copy takes many of them. */
-function snapshotSmallSteps(path: string, destination: string): Promise<SnapshotWorkerResult> {
+/**
+ * Snapshot `path` into `destination` with small steps and chunks, so that every copy takes many of them;
+ * `pace` paces it as the sidecar does (the app then commits during its pauses too).
+ */
+function snapshotSmallSteps(path: string, destination: string, pace?: number): Promise<SnapshotWorkerResult> {
   return runSqliteTask({
     op: 'snapshot',
     source: path,
@@ -33,6 +36,7 @@ function snapshotSmallSteps(path: string, destination: string): Promise<Snapshot
     busyTimeoutMs: 10_000,
     stepBytes: 64 * 1024,
     chunkBytes: 64 * 1024,
+    pace,
   });
 }
 
@@ -52,9 +56,11 @@ describe('snapshot copy (WAL): stepped backup inside one read transaction', () =
       app.exec("UPDATE rows SET body = 'changed in the wal' WHERE id % 3 = 0");
       const result = await snapshotSmallSteps(path, join(dir, 'stepped.sqlite3'));
       expect(result.sourceJournalMode).toBe('wal');
+      await snapshotSmallSteps(path, join(dir, 'paced.sqlite3'), 0.5);
       const reference = await backupApiCopy(path, join(dir, 'reference.sqlite3'));
       expect(reference.length).toBeGreaterThan(MB / 2); // many 64 KiB steps
       expect(readFileSync(join(dir, 'stepped.sqlite3')).equals(reference)).toBe(true);
+      expect(readFileSync(join(dir, 'paced.sqlite3')).equals(reference)).toBe(true);
       expect(sqlite3(join(dir, 'stepped.sqlite3'), "SELECT count(*) FROM rows WHERE body = 'changed in the wal'")).toBe('666');
     } finally {
       app.close();
@@ -73,7 +79,7 @@ describe('snapshot copy (WAL): stepped backup inside one read transaction', () =
       for (let i = 0; i < 3; i += 1) {
         const before = writer.committed();
         const copy = join(dir, `copy-${i}.sqlite3`);
-        await snapshotSmallSteps(path, copy);
+        await snapshotSmallSteps(path, copy, i === 1 ? 0.5 : undefined); // the second one paced
         expect(integrity(copy)).toBe('ok');
         const rows = rowCount(copy);
         expect(rows).toBeGreaterThanOrEqual(initialRows + before);
@@ -105,7 +111,9 @@ describe('snapshot copy (rollback journal): unlocked copy, then a locked pass', 
     expect(result.sourceJournalMode).toBe('delete');
     expect(result.rewrittenBytes).toBe(0); // nobody wrote during the copy
     const copy = readFileSync(join(dir, 'copy.sqlite3'));
+    await snapshotSmallSteps(path, join(dir, 'paced.sqlite3'), 0.5);
     const reference = await backupApiCopy(path, join(dir, 'reference.sqlite3'));
+    expect(readFileSync(join(dir, 'paced.sqlite3')).equals(reference)).toBe(true);
     expect(copy.subarray(0, 100).equals(reference.subarray(0, 100))).toBe(true);
     expect(copy.equals(reference)).toBe(true);
     // The live database is untouched: its header still differs from the copy's.
@@ -124,7 +132,7 @@ describe('snapshot copy (rollback journal): unlocked copy, then a locked pass', 
       for (let i = 0; i < 3; i += 1) {
         const before = writer.committed();
         const copy = join(dir, `copy-${i}.sqlite3`);
-        const result = await snapshotSmallSteps(path, copy);
+        const result = await snapshotSmallSteps(path, copy, i === 1 ? 0.5 : undefined); // the second one paced
         rewritten += result.rewrittenBytes ?? 0;
         expect(integrity(copy)).toBe('ok');
         const rows = rowCount(copy);

@@ -1,0 +1,46 @@
+/** Pacing of background work (src/core/pacer.ts): how long it pauses, and that it is off at 100%. */
+import { describe, expect, it } from 'vitest';
+import { Pacer, pauseAfter } from '../../src/core/pacer.js';
+
+describe('pauseAfter', () => {
+  it('pauses so that work takes its share of the time', () => {
+    expect(pauseAfter(30, 0.25)).toBe(90); // 30 ms of work in 120 ms
+    expect(pauseAfter(30, 0.5)).toBe(30);
+    expect(pauseAfter(10, 0.1)).toBeCloseTo(90);
+  });
+
+  it('never pauses at 100%, for no work, or for a share that is not a share', () => {
+    expect(pauseAfter(30, 1)).toBe(0);
+    expect(pauseAfter(0, 0.25)).toBe(0);
+    expect(pauseAfter(30, 0)).toBe(0);
+    expect(pauseAfter(30, Number.NaN)).toBe(0);
+    expect(pauseAfter(Number.NaN, 0.25)).toBe(0);
+  });
+
+  it('pauses at most a second, however slow the piece of work was', () => {
+    expect(pauseAfter(5_000, 0.25)).toBe(1_000);
+  });
+
+  it('is self-contained, as the snapshot worker embeds its source', () => {
+    const embedded = new Function(`return (${pauseAfter.toString()})`)() as typeof pauseAfter;
+    expect(embedded(30, 0.25)).toBe(90);
+  });
+});
+
+describe('Pacer', () => {
+  it('is inactive without a share or at 100%, and then returns without sleeping', async () => {
+    for (const share of [undefined, 1]) {
+      const pacer = new Pacer(share);
+      expect(pacer.active).toBe(false);
+      await pacer.pause(AbortSignal.abort()); // an aborted signal would reject a sleep
+    }
+    expect(new Pacer(0.25).active).toBe(true);
+  });
+
+  it('rejects a pause when its signal fires', async () => {
+    const pacer = new Pacer(0.01);
+    const busyUntil = performance.now() + 20;
+    while (performance.now() < busyUntil); // 20 ms of work: a pause of up to a second follows
+    await expect(pacer.pause(AbortSignal.abort())).rejects.toThrow();
+  });
+});
