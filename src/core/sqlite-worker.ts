@@ -66,6 +66,13 @@ export interface SnapshotWorkerResult {
 }
 
 /**
+ * Page cache of the worker's connections, as PRAGMA cache_size (negative: KiB). better-sqlite3 builds SQLite
+ * with a 16 MB default per connection, and a copy or a check reads every page once, so a large cache only
+ * holds memory. Measured: peak RSS of a 200 MB `upload` to a directory replica 136 → 122 MB, `download` 112 → 107 MB.
+ */
+export const WORKER_CACHE_SIZE = -1024;
+
+/**
  * SQLite result codes (with their extended forms, `SQLITE_CORRUPT_INDEX`…) that say a file's content is
  * bad. Every other failure while checking a file is local (SQLITE_IOERR_*, SQLITE_CANTOPEN, SQLITE_FULL,
  * SQLITE_NOMEM, SQLITE_READONLY_*, SQLITE_BUSY_*, errno errors) and is thrown, never reported as "not ok".
@@ -80,6 +87,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 
 const CONTENT_ERRORS = ${JSON.stringify(CONTENT_ERROR_CODES)};
+const CACHE_SIZE = ${WORKER_CACHE_SIZE};
 // Pacing (pacer.ts): after each piece of work, sleep so that work takes about 'share' of the time. The thread
 // may block: it runs nothing else, and aborting terminates it.
 const pauseAfter = ${pauseAfter.toString()};
@@ -101,6 +109,7 @@ function check(path, kind) {
   try {
     // Read-only: the checked file is hashed at the same time and installed or uploaded afterwards, byte for byte.
     db = new Database(path, { fileMustExist: true, readonly: true });
+    db.pragma('cache_size = ' + CACHE_SIZE);
     const journalMode = String(db.pragma('journal_mode', { simple: true }));
     const pageCount = Number(db.pragma('page_count', { simple: true }));
     if (kind === 'none') {
@@ -141,6 +150,7 @@ async function snapshot(task) {
 
 async function snapshotWith(task, readonly) {
   const source = new Database(task.source, { fileMustExist: true, timeout: task.busyTimeoutMs, readonly });
+  source.pragma('cache_size = ' + CACHE_SIZE);
   let sourceJournalMode;
   let rollback = {};
   try {

@@ -9,6 +9,7 @@
  * ROLLBACK, BEGIN IMMEDIATE with a 100 ms busy timeout, a PASSIVE checkpoint of a bounded WAL.
  */
 import Database from 'better-sqlite3';
+import { WORKER_CACHE_SIZE } from '../core/sqlite-worker.js';
 
 /** How long the barrier waits for the app's writer before the caller skips (the seal) or retries. */
 export const BARRIER_BUSY_MS = 100;
@@ -132,6 +133,8 @@ export class CaptureConnections {
   openBaseReader(): Database.Database {
     const db = new Database(this.dbPath, { readonly: true, fileMustExist: true });
     db.pragma('wal_autocheckpoint = 0');
+    // It reads every page once (the base's backup): a small cache, not better-sqlite3's 16 MB default.
+    db.pragma(`cache_size = ${WORKER_CACHE_SIZE}`);
     try {
       beginRead(db);
     } catch (error) {
