@@ -34,6 +34,7 @@ export const DEFAULT_KEEP_BACKUPS = 10;
  * 5-10 Gbit/s link at ~1 MiB of buffer each. On a CPU-bound loopback server fewer are as fast.
  */
 export const DEFAULT_DOWNLOAD_CONCURRENCY = 8;
+export const DEFAULT_KEEP_BACKUPS_DAYS = 7;
 
 /**
  * Share of the time a snapshot taken while the app runs may work (pacer.ts): a quarter. Measured on this
@@ -43,7 +44,7 @@ export const DEFAULT_DOWNLOAD_CONCURRENCY = 8;
  * base do not notice.
  */
 export const DEFAULT_SNAPSHOT_PACE = 0.25;
-export const DEFAULT_KEEP_BACKUPS_DAYS = 7;
+
 /** Lease: a successor takes over a silent owner's lease after this long; renewed every third of it. */
 export const DEFAULT_LEASE_TTL_MS = 30_000;
 export const MIN_LEASE_TTL_MS = 2_000;

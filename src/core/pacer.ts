@@ -37,9 +37,23 @@ export class Pacer {
 
   /** Call after a piece of work: sleeps its share, then starts timing the next piece. */
   async pause(signal?: AbortSignal): Promise<void> {
-    if (!this.active) return;
-    const ms = pauseAfter(performance.now() - this.workStart, this.share as number);
+    const ms = this.due();
     if (ms >= 1) await sleep(ms, undefined, { signal });
     this.workStart = performance.now();
+  }
+
+  /**
+   * {@link pause} for callbacks that cannot await (better-sqlite3's backup progress): blocks this thread without
+   * using the CPU, for at most `maxMs`, since nothing else runs on it meanwhile.
+   */
+  pauseBlocking(maxMs: number): void {
+    const ms = Math.min(maxMs, this.due());
+    if (ms >= 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    this.workStart = performance.now();
+  }
+
+  /** The pause owed for the work since the last one. */
+  private due(): number {
+    return this.active ? pauseAfter(performance.now() - this.workStart, this.share as number) : 0;
   }
 }

@@ -9,11 +9,11 @@
  * Bases taken while the app runs are paced (pacer.ts) like periodic snapshots; the final base is not.
  */
 import { closeSync, fdatasyncSync, openSync } from 'node:fs';
-import { pauseAfter, Pacer } from '../core/pacer.js';
 import { stat } from 'node:fs/promises';
 import type Database from 'better-sqlite3';
 import { DbSyncError } from '../errors.js';
 import { tempPathBeside } from '../fs-atomic.js';
+import { Pacer } from '../core/pacer.js';
 import { bothSettled } from '../core/settle.js';
 import { checkAndHash, discardSnapshot, type Snapshot } from '../core/snapshot.js';
 import { SNAPSHOT_STEP_BYTES } from '../core/sqlite-worker.js';
@@ -26,11 +26,6 @@ import { chainMetadata, type ChainPosition } from './layout.js';
 const PACED_STEP_BYTES = 2 * 1024 * 1024;
 /** The longest pause a paced base copy takes on the main thread at once (the capture's ticks and the health server wait meanwhile). */
 const MAX_MAIN_THREAD_PAUSE_MS = 50;
-
-/** Block this thread for `ms` without using the CPU. */
-function blockFor(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
 
 /**
  * Copy the database as `x` sees it (its read transaction must be open) into a new temp file beside it,
@@ -45,7 +40,8 @@ export async function copyBase(
   signal?: AbortSignal,
   pace?: number,
 ): Promise<{ snapshot: Snapshot; hashes: PageHashes }> {
-  const paced = new Pacer(pace).active;
+  const pacer = new Pacer(pace);
+  const paced = pacer.active;
   const started = performance.now();
   const takenAt = new Date();
   // A snapshot like any other (the name says so to whoever finds one left by a kill).
@@ -57,7 +53,6 @@ export async function copyBase(
       const pagesPerStep = Math.max(1, Math.floor((paced ? PACED_STEP_BYTES : SNAPSHOT_STEP_BYTES) / pageSize));
       // Owner-only before SQLite creates it 0644: it holds the whole database.
       const fd = openSync(destination, 'wx', 0o600);
-      let stepStart = performance.now();
       try {
         await x.backup(destination, {
           progress: () => {
@@ -66,8 +61,7 @@ export async function copyBase(
             fdatasyncSync(fd);
             // The progress callback cannot await: pause by blocking, briefly (better-sqlite3 steps on setImmediate,
             // so ticks and requests run between steps).
-            if (paced) blockFor(Math.min(MAX_MAIN_THREAD_PAUSE_MS, pauseAfter(performance.now() - stepStart, pace as number)));
-            stepStart = performance.now();
+            pacer.pauseBlocking(MAX_MAIN_THREAD_PAUSE_MS);
             return pagesPerStep;
           },
         });

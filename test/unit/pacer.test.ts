@@ -37,6 +37,15 @@ describe('Pacer', () => {
     expect(new Pacer(0.25).active).toBe(true);
   });
 
+  it('pauses without awaiting, for the bound it is given when the work owes more', () => {
+    const pacer = new Pacer(0.01);
+    const busyUntil = performance.now() + 20;
+    while (performance.now() < busyUntil); // 20 ms of work owe a pause of a second at 1 %
+    const started = performance.now();
+    pacer.pauseBlocking(5);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(4); // it slept (a wait never ends early)
+  });
+
   it('rejects a pause when its signal fires', async () => {
     const pacer = new Pacer(0.01);
     const busyUntil = performance.now() + 20;
