@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { IntegrityCheck } from '../config.js';
 import { AbortedError, DbSyncError } from '../errors.js';
-import { pauseAfter } from './pacer.js';
+import { Pacer, pauseAfter } from './pacer.js';
 
 const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
 
@@ -22,6 +22,22 @@ export const BUSY_TIMEOUT_MS = 30_000;
 
 /** WAL snapshots copy this much per backup step, then flush it, so the copy's writeback comes in small pieces. */
 export const SNAPSHOT_STEP_BYTES = 8 * 1024 * 1024;
+/**
+ * Paced copies (the app runs, nobody waits) step and flush this much at a time instead. Each flush makes the
+ * app's next commit fsync wait for it (ext4 data=ordered: the journal commit writes the flushed data first), so
+ * the smaller the flush, the shorter that wait. Measured on a 200 MB database under 200 commits/s, p99 of the
+ * app's commits during the paced copy over its p99 outside it, same run: 8 MiB x1.4-2.0 (median x1.6, 7 runs),
+ * 1 MiB x1.0-1.3 (median x1.05, 7 runs with or without the check after it; one more run, overlapped by a test
+ * suite, x1.75). It
+ * costs about 30 % more copy time (unpaced 200 MB: 0.6 s at 8 MiB, 0.8 s at 1 MiB), which is why unpaced
+ * copies, which someone waits for, keep 8 MiB.
+ */
+export const PACED_STEP_BYTES = 1024 * 1024;
+
+/** The backup step (and flush) size for a copy at `pace` (pacer.ts: absent or 1 is unpaced). */
+export function stepBytesFor(pace: number | undefined): number {
+  return new Pacer(pace).active ? PACED_STEP_BYTES : SNAPSHOT_STEP_BYTES;
+}
 /** Rollback-journal snapshots read, compare and write the database in chunks of this size. */
 export const SNAPSHOT_CHUNK_BYTES = 4 * 1024 * 1024;
 /** Nice value of a snapshot's copy and check threads (Linux), so the app's threads win the cores meanwhile. */
@@ -32,7 +48,7 @@ export interface SnapshotTask {
   source: string;
   destination: string;
   busyTimeoutMs: number;
-  /** Default {@link SNAPSHOT_STEP_BYTES}. */
+  /** Default {@link stepBytesFor} the task's pace. */
   stepBytes?: number;
   /** Default {@link SNAPSHOT_CHUNK_BYTES}. */
   chunkBytes?: number;
@@ -372,7 +388,7 @@ export function runSqliteTask(task: WorkerTask, signal?: AbortSignal): Promise<u
     }
     const withDefaults =
       task.op === 'snapshot'
-        ? { stepBytes: SNAPSHOT_STEP_BYTES, chunkBytes: SNAPSHOT_CHUNK_BYTES, niceness: SNAPSHOT_NICENESS, ...task }
+        ? { stepBytes: stepBytesFor(task.pace), chunkBytes: SNAPSHOT_CHUNK_BYTES, niceness: SNAPSHOT_NICENESS, ...task }
         : task;
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driverPath, task: withDefaults } });
     let settled = false;

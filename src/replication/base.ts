@@ -16,14 +16,12 @@ import { tempPathBeside } from '../fs-atomic.js';
 import { Pacer } from '../core/pacer.js';
 import { bothSettled } from '../core/settle.js';
 import { checkAndHash, discardSnapshot, type Snapshot } from '../core/snapshot.js';
-import { SNAPSHOT_STEP_BYTES } from '../core/sqlite-worker.js';
+import { stepBytesFor } from '../core/sqlite-worker.js';
 import { uploadSnapshotFile, type UploadContext, type UploadOutcome } from '../core/upload.js';
 import { SHORT_RETRY, type RetryPolicy } from '../core/retry.js';
 import { hashDatabaseFile, type PageHashes } from './checksum.js';
 import { chainMetadata, type ChainPosition } from './layout.js';
 
-/** Paced base copies step this much at a time: the main thread sleeps between steps (below), so keep steps short. */
-const PACED_STEP_BYTES = 2 * 1024 * 1024;
 /** The longest pause a paced base copy takes on the main thread at once (the capture's ticks and the health server wait meanwhile). */
 const MAX_MAIN_THREAD_PAUSE_MS = 50;
 
@@ -50,7 +48,7 @@ export async function copyBase(
   try {
     try {
       const pageSize = Number(x.pragma('page_size', { simple: true }));
-      const pagesPerStep = Math.max(1, Math.floor((paced ? PACED_STEP_BYTES : SNAPSHOT_STEP_BYTES) / pageSize));
+      const pagesPerStep = Math.max(1, Math.floor(stepBytesFor(pace) / pageSize));
       // Owner-only before SQLite creates it 0644: it holds the whole database.
       const fd = openSync(destination, 'wx', 0o600);
       try {

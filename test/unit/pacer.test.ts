@@ -1,6 +1,7 @@
 /** Pacing of background work (src/core/pacer.ts): how long it pauses, and that it is off at 100%. */
 import { describe, expect, it } from 'vitest';
 import { Pacer, pauseAfter } from '../../src/core/pacer.js';
+import { PACED_STEP_BYTES, SNAPSHOT_STEP_BYTES, stepBytesFor } from '../../src/core/sqlite-worker.js';
 
 describe('pauseAfter', () => {
   it('pauses so that work takes its share of the time', () => {
@@ -51,5 +52,14 @@ describe('Pacer', () => {
     const busyUntil = performance.now() + 20;
     while (performance.now() < busyUntil); // 20 ms of work: a pause of up to a second follows
     await expect(pacer.pause(AbortSignal.abort())).rejects.toThrow();
+  });
+});
+
+describe('stepBytesFor', () => {
+  it('flushes a paced copy in small steps and an unpaced one in large steps', () => {
+    // Small flushes keep the app's commit fsyncs from queuing behind a large one (sqlite-worker.ts).
+    expect(stepBytesFor(0.25)).toBe(PACED_STEP_BYTES);
+    expect(PACED_STEP_BYTES).toBeLessThan(SNAPSHOT_STEP_BYTES);
+    for (const unpaced of [undefined, 1]) expect(stepBytesFor(unpaced)).toBe(SNAPSHOT_STEP_BYTES);
   });
 });
