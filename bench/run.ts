@@ -243,7 +243,13 @@ async function main(): Promise<void> {
       sizes[String(sizeMB)] = entry;
       if (has('upload')) await attempt(`upload ${sizeMB} MB`, async () => void (entry.upload = await uploadSize(ctx, sizeMB)));
       if (has('restore')) await attempt(`restore ${sizeMB} MB`, async () => void (entry.restore = await restoreSize(ctx, sizeMB)));
-      if (has('sync')) await attempt(`steady sync ${sizeMB} MB`, async () => void (entry.sync = await steadySync(ctx, sizeMB)));
+      if (has('sync')) {
+        // Each sync pattern stores six more copies of the database; the server keeps deleted objects in RAM.
+        if (has('upload') || has('restore')) await restart(ctx);
+        await attempt(`steady sync ${sizeMB} MB`, async () => void (entry.sync = await steadySync(ctx, sizeMB, 'scattered')));
+        await restart(ctx);
+        await attempt(`steady sync (append) ${sizeMB} MB`, async () => void (entry.syncAppend = await steadySync(ctx, sizeMB, 'append')));
+      }
     }
     if (has('params')) {
       if (!fresh) await restart(ctx);

@@ -49,10 +49,17 @@ export interface TransferResult<T extends string> {
   readonly check?: Record<string, number>;
 }
 
+export type SteadySyncResult = TransferResult<'db-sync' | 'sqlite3+aws'> & {
+  readonly dbSyncSentMB: number;
+  readonly dbSyncCopiedMB: number;
+};
+
 export interface SizeResult {
   upload?: TransferResult<UploadTool>;
-  /** Steady-state sync (bench/sections/sync.ts). */
-  sync?: TransferResult<'db-sync' | 'sqlite3+aws'> & { readonly dbSyncSentMB: number; readonly dbSyncCopiedMB: number };
+  /** Steady-state sync (bench/sections/sync.ts), new rows scattered over the user index. */
+  sync?: SteadySyncResult;
+  /** Steady-state sync, new rows appended at the end of every index. */
+  syncAppend?: SteadySyncResult;
   restore?: TransferResult<RestoreTool>;
 }
 
