@@ -133,6 +133,10 @@ export async function transferParams(ctx: Context): Promise<ParamsResult> {
   const download: DownloadRow[] = [];
   const upload: UploadRow[] = [];
 
+  // The memstore keeps every overwritten upload until RGW's garbage collection runs, hours later: a full run
+  // at 1 GB (18 uploads of the object) filled the server's store and hung. Restart it before it fills.
+  const storeBudget = ctx.server.memBytes / 2;
+  let stored = 0;
   for (const sizeMB of paramSizes) {
     const file = ctx.scratch(`params-${sizeMB}mb.bin`);
     randomFile(file, sizeMB);
@@ -143,6 +147,12 @@ export async function transferParams(ctx: Context): Promise<ParamsResult> {
     const upRuns = new Map<string, number[]>();
     for (let r = 0; r < runs; r += 1) {
       for (const { partMiB, queueSize } of rotate(combos, r)) {
+        if (stored + bytes > storeBudget) {
+          ctx.log('params: restarting the S3 server (frees its memory)');
+          await ctx.freshServer();
+          await createBucket(ctx.s3, bucket);
+          stored = 0;
+        }
         const s3 = client(ctx.info, queueSize);
         const t = performance.now();
         await new Upload({
@@ -152,6 +162,7 @@ export async function transferParams(ctx: Context): Promise<ParamsResult> {
           queueSize,
         }).done();
         const s = (performance.now() - t) / 1000;
+        stored += bytes;
         s3.destroy();
         const k = `${partMiB}/${queueSize}`;
         upRuns.set(k, [...(upRuns.get(k) ?? []), s]);
