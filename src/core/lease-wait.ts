@@ -59,13 +59,21 @@ export class LeaseWaitWatch {
 
   private stall(): void {
     if (this.sinceMs === undefined) return;
+    const waitedMs = this.now() - this.sinceMs;
+    // A timer may fire when the clock has moved a millisecond less than its delay (the event loop's clock
+    // and Date.now() round differently): wait out the rest, so "stalled" always means past the threshold.
+    if (waitedMs < this.options.warnAfterMs) {
+      this.timer = setTimeout(() => this.stall(), this.options.warnAfterMs - waitedMs);
+      this.timer.unref();
+      return;
+    }
     this.stalledValue = true;
     const h = this.options.holder();
     this.options.log.error(
       {
         key: this.options.key,
         location: this.options.location,
-        waitedMs: this.now() - this.sinceMs,
+        waitedMs,
         thresholdMs: this.options.warnAfterMs,
         holder: h ? { owner: h.owner, host: h.host, task: h.task, renewedAt: h.renewedAt } : undefined,
         hint:

@@ -28,9 +28,8 @@ export const SNAPSHOT_STEP_BYTES = 8 * 1024 * 1024;
  * the smaller the flush, the shorter that wait. Measured on a 200 MB database under 200 commits/s, p99 of the
  * app's commits during the paced copy over its p99 outside it, same run: 8 MiB x1.4-2.0 (median x1.6, 7 runs),
  * 1 MiB x1.0-1.3 (median x1.05, 7 runs with or without the check after it; one more run, overlapped by a test
- * suite, x1.75). It
- * costs about 30 % more copy time (unpaced 200 MB: 0.6 s at 8 MiB, 0.8 s at 1 MiB), which is why unpaced
- * copies, which someone waits for, keep 8 MiB.
+ * suite, x1.75). It costs about 30 % more copy time (unpaced 200 MB: 0.6 s at 8 MiB, 0.8 s at 1 MiB), which is
+ * why unpaced copies, which someone waits for, keep 8 MiB.
  */
 export const PACED_STEP_BYTES = 1024 * 1024;
 
