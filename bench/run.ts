@@ -26,7 +26,7 @@ import { startIdle, type IdleRun } from './sections/idle.js';
 import { transferParams } from './sections/params.js';
 import { dataAtRisk } from './sections/risk.js';
 import { steadySync } from './sections/sync.js';
-import { restoreSize, uploadSize, type SizeResult } from './sections/transfer.js';
+import { restoreSize, SYNC_PATTERNS, uploadSize, type SizeResult } from './sections/transfer.js';
 import { rollbackWriter } from './sections/rollback-writer.js';
 import { writerImpact } from './sections/writer-impact.js';
 
@@ -243,12 +243,12 @@ async function main(): Promise<void> {
       sizes[String(sizeMB)] = entry;
       if (has('upload')) await attempt(`upload ${sizeMB} MB`, async () => void (entry.upload = await uploadSize(ctx, sizeMB)));
       if (has('restore')) await attempt(`restore ${sizeMB} MB`, async () => void (entry.restore = await restoreSize(ctx, sizeMB)));
-      if (has('sync')) {
-        // Each sync pattern stores six more copies of the database; the server keeps deleted objects in RAM.
-        if (has('upload') || has('restore')) await restart(ctx);
-        await attempt(`steady sync ${sizeMB} MB`, async () => void (entry.sync = await steadySync(ctx, sizeMB, 'scattered')));
-        await restart(ctx);
-        await attempt(`steady sync (append) ${sizeMB} MB`, async () => void (entry.syncAppend = await steadySync(ctx, sizeMB, 'append')));
+      // Each sync pattern stores six more copies of the database; the server keeps deleted objects in RAM.
+      let stored = has('upload') || has('restore');
+      for (const { pattern, field } of has('sync') ? SYNC_PATTERNS : []) {
+        if (stored) await restart(ctx);
+        stored = true;
+        await attempt(`steady sync (${pattern}) ${sizeMB} MB`, async () => void (entry[field] = await steadySync(ctx, sizeMB, pattern)));
       }
     }
     if (has('params')) {

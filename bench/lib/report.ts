@@ -2,7 +2,7 @@
 import type { IdleResult } from '../sections/idle.js';
 import { networkBoundS, RANGE_BYTES, type DownloadRow, type ParamsResult, type UploadRow } from '../sections/params.js';
 import { CONTINUOUS_LABEL, type RiskResult } from '../sections/risk.js';
-import type { SizeResult, TransferResult, ToolResult } from '../sections/transfer.js';
+import { SYNC_PATTERNS, type SizeResult, type TransferResult, type ToolResult } from '../sections/transfer.js';
 import type { RollbackWriterResult } from '../sections/rollback-writer.js';
 import type { WriterImpactResult } from '../sections/writer-impact.js';
 import type { Machine, Versions } from './machine.js';
@@ -107,9 +107,7 @@ export function evaluateTargets(r: Results): Target[] {
         'aws s3 cp neither verifies nor fsyncs. Node and the SDK take about 0.3 s to start',
     });
   }
-  const steady = (['sync', 'syncAppend'] as const).flatMap((kind) =>
-    sizes.flatMap((s) => (s[kind] ? [{ pattern: kind === 'sync' ? 'scattered' : 'append', u: s[kind] }] : [])),
-  );
+  const steady = SYNC_PATTERNS.flatMap(({ pattern, field }) => sizes.flatMap((s) => (s[field] ? [{ pattern, u: s[field] }] : [])));
   const largestSync = Math.max(...steady.map((x) => x.u.sizeMB));
   if (steady.length) {
     const atLargest = steady.filter((x) => x.u.sizeMB === largestSync);
@@ -344,10 +342,8 @@ function renderRun(r: Results): string {
       '',
     );
     for (const s of sizes) {
-      for (const [pattern, u] of [
-        ['scattered', s.sync],
-        ['append', s.syncAppend],
-      ] as const) {
+      for (const { pattern, field } of SYNC_PATTERNS) {
+        const u = s[field];
         if (!u) continue;
         out.push(`### ${u.sizeMB} MB, ${pattern}`, '', ...transferTable(u, ['vs sqlite3+aws']));
         out.push('', `db-sync sent ${f(u.dbSyncSentMB, 1)} MB and copied ${f(u.dbSyncCopiedMB, 1)} MB server-side per sync (median).`, '');

@@ -21,14 +21,12 @@ import * as dbsync from '../lib/dbsync.js';
 import type { Usage } from '../lib/proc.js';
 import { createBucket } from '../lib/s3.js';
 import { median, ratio, round } from '../lib/stats.js';
-import { runsFor, scriptUpload, summarize, type SteadySyncResult, type ToolResult } from './transfer.js';
+import { runsFor, scriptUpload, summarize, type SteadySyncResult, type SyncPattern, type ToolResult } from './transfer.js';
 
 export const SYNC_TOOLS = ['db-sync', 'sqlite3+aws'] as const;
 export type SyncTool = (typeof SYNC_TOOLS)[number];
 export const SYNC_NEW_ROWS = 3_000;
 export const SYNC_EDITED_ROWS = 100;
-export const SYNC_PATTERNS = ['scattered', 'append'] as const;
-export type SyncPattern = (typeof SYNC_PATTERNS)[number];
 /** New users in the `append` pattern: each makes this many of the new rows. */
 const ROWS_PER_NEW_USER = 3;
 

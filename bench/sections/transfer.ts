@@ -49,6 +49,16 @@ export interface TransferResult<T extends string> {
   readonly check?: Record<string, number>;
 }
 
+/**
+ * The steady-state sync's change patterns (bench/sections/sync.ts), each with the field of {@link SizeResult}
+ * that holds its figures (`sync` is the older, scattered one).
+ */
+export const SYNC_PATTERNS = [
+  { pattern: 'scattered', field: 'sync' },
+  { pattern: 'append', field: 'syncAppend' },
+] as const;
+export type SyncPattern = (typeof SYNC_PATTERNS)[number]['pattern'];
+
 export type SteadySyncResult = TransferResult<'db-sync' | 'sqlite3+aws'> & {
   readonly dbSyncSentMB: number;
   readonly dbSyncCopiedMB: number;
