@@ -126,6 +126,9 @@ export class SegmentShipper {
       this.kick();
       await sleep(DRAIN_POLL_MS);
     }
+    // The queue empties as the last PUT succeeds, before its spool file is removed and onShipped called:
+    // "shipped" includes those, so wait for the loop to finish it (no PUT or backoff is left in it).
+    await this.running?.catch(() => undefined);
   }
 
   /** Stop shipping and delete every queued segment's file (a new generation supersedes them). */
