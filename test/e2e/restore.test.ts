@@ -82,7 +82,7 @@ describe('verified restore with fallback', () => {
       Versions: Array<{ Key: string; VersionId: string }>;
     };
     for (const v of versions.Versions.filter((x) => x.Key === 'db.sqlite3')) {
-      await awsCli(bucket, ['s3api', 'delete-object', '--bucket', bucket, '--key', 'db.sqlite3', '--version-id', v.VersionId]);
+      await awsCli(bucket, ['s3api', 'delete-object', '--bucket', bucket, '--key', 'db.sqlite3', `--version-id=${v.VersionId}`]);
     }
     const garbage = join(dir, 'garbage');
     writeFileSync(garbage, randomBytes(10_000));
