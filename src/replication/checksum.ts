@@ -8,9 +8,8 @@
  * an image are zero-filled (a restore extends the file with zeros), so they count as `H(p, zeros)`.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { STREAM_BUFFER_BYTES } from '../core/hash.js';
+import { fileChunks, STREAM_BUFFER_BYTES } from '../core/hash.js';
 import type { Pacer } from '../core/pacer.js';
 
 /** Smallest and largest SQLite page sizes. */
@@ -157,9 +156,10 @@ export async function hashDatabaseFile(path: string, signal?: AbortSignal, pacer
   const hashes = new BigUint64Array(pageCount);
   let pgno = 1;
   let carry: Buffer | undefined;
-  const highWaterMark = Math.max(STREAM_BUFFER_BYTES, pageSize);
-  for await (const chunk of createReadStream(path, { signal, highWaterMark, end: sizeBytes - 1 })) {
-    let data = chunk as Buffer;
+  // A whole number of pages per read, so a short read is the only way a page spans two chunks.
+  const bufferBytes = Math.max(1, Math.floor(STREAM_BUFFER_BYTES / pageSize)) * pageSize;
+  for await (const chunk of fileChunks(path, { signal, bufferBytes, endBytes: sizeBytes })) {
+    let data = chunk;
     if (carry) {
       data = Buffer.concat([carry, data]);
       carry = undefined;
@@ -169,7 +169,8 @@ export async function hashDatabaseFile(path: string, signal?: AbortSignal, pacer
       hashes[pgno - 1] = pageHash(pgno, data.subarray(offset, offset + pageSize));
       pgno++;
     }
-    if (offset < data.length) carry = data.subarray(offset);
+    // A copy: the chunk's buffer is reused by the next read.
+    if (offset < data.length) carry = Buffer.from(data.subarray(offset));
     await pacer?.pause(signal);
   }
   if (pgno !== pageCount + 1) throw new Error(`${path}: changed while it was hashed (read ${pgno - 1} of ${pageCount} pages)`);
