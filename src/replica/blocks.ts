@@ -40,8 +40,13 @@ export function digestOf(bytes: Uint8Array): string {
  * the base: same length and digest.
  */
 export function sameBlock(base: BlockDigests, index: number, lengthBytes: number, digest: string): boolean {
+  return baseHasBlock(base, index, lengthBytes) && base.digests[index] === digest;
+}
+
+/** Whether the base has a block at `index` of `lengthBytes`, which the new block may then equal. */
+export function baseHasBlock(base: BlockDigests, index: number, lengthBytes: number): boolean {
   const baseLength = Math.min(base.blockSizeBytes, base.sizeBytes - index * base.blockSizeBytes);
-  return index < base.digests.length && baseLength === lengthBytes && base.digests[index] === digest;
+  return index < base.digests.length && baseLength === lengthBytes;
 }
 
 /** Why `base` cannot serve a file of `sizeBytes` split in `blockSizeBytes` blocks; undefined when it can. */

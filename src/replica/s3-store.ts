@@ -2,7 +2,7 @@
  * {@link ReplicaStore} on S3 or any S3-compatible server (MinIO, R2, Ceph RGW, LocalStack).
  *
  * Uploads go through `s3-upload.ts`: a file that fits one part is a plain PutObject, larger ones are
- * multipart from a fixed pool of part buffers (or parts copied server-side from the previous version),
+ * multipart of parts streamed from the file (or copied server-side from the previous version),
  * whatever the database size. A failed or aborted multipart upload is aborted on the server, so S3 keeps the previous
  * complete object and no parts linger (the bucket lifecycle rule catches what a SIGKILL leaves).
  */
@@ -83,6 +83,9 @@ export interface S3StoreOptions {
  */
 export const CONDITIONAL_WRITE_MAX_ATTEMPTS = 1;
 
+const ignore = (): void => undefined;
+const SILENT_SDK_LOGGER = { trace: ignore, debug: ignore, info: ignore, warn: ignore, error: ignore };
+
 /** Build the S3 client db-sync uses. Credentials come only from the SDK's default provider chain. */
 export function createS3Client(options: Omit<S3StoreOptions, 'client' | 'bucket'> & { maxAttempts?: number | undefined }): S3Client {
   const config: S3ClientConfig = {
@@ -94,6 +97,9 @@ export function createS3Client(options: Omit<S3StoreOptions, 'client' | 'bucket'
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     requestHandler: { connectionTimeout: 5_000, requestTimeout: 120_000 },
+    // Without a logger the SDK prints "An error was encountered in a non-retryable streaming request." on
+    // stderr whenever a streamed part fails; s3-upload.ts retries those parts itself and reports what fails.
+    logger: SILENT_SDK_LOGGER,
   };
   if (options.endpoint) config.endpoint = options.endpoint;
   if (options.maxAttempts !== undefined) config.maxAttempts = options.maxAttempts;

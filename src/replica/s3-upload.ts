@@ -1,16 +1,19 @@
 /**
  * Uploading a file to S3 with bounded memory: one PutObject when it fits one part, else a multipart upload
- * whose parts are either sent from a fixed pool of part buffers (filled straight from the file, reused
- * part after part) or copied server-side from a previous version (UploadPartCopy).
+ * whose parts are either streamed from the file (1 MiB reads, hashed on the way) or copied server-side
+ * from a previous version (UploadPartCopy).
  *
  * This replaces `@aws-sdk/lib-storage`'s Upload, which reads the file as 64 KiB stream chunks and
  * concatenates them into a fresh buffer per part: ~40-55 MB of garbage at the peak of a 1 GB upload
- * (bench/RESULTS.md). Here the buffers are `UPLOAD_CONCURRENCY` × the block size, allocated once per upload.
+ * (bench/RESULTS.md). A fixed pool of whole-part buffers came next (32 MiB); streamed parts hold a few MiB.
  *
  * Failure contract: a failed or aborted multipart upload is aborted on the server (briefly, even when the
  * signal already fired), so the key keeps its previous complete object and no parts linger.
  */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { pipeline, Transform, type TransformCallback } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -21,13 +24,31 @@ import {
   type CompletedPart,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { throwIfAborted } from '../errors.js';
-import { digestOf, sameBlock } from './blocks.js';
+import pRetry from 'p-retry';
+import { StorageError, throwIfAborted } from '../errors.js';
+import { fileChunks } from '../file-chunks.js';
+import { GarbageCadence } from '../young-garbage.js';
+import { BLOCK_DIGEST_ALGORITHM, baseHasBlock, digestOf, sameBlock } from './blocks.js';
 import type { BlockDigests, ObjectMetadata } from './store.js';
+import { toStorageError } from './s3-errors.js';
 import type { sseParams } from './s3-store.js';
 
-/** Parts in flight at once, each with its own buffer: 4 × 8 MiB = 32 MiB of buffers at most. */
+/** Parts in flight at once. Each streams from the file, so memory does not grow with it. */
 export const UPLOAD_CONCURRENCY = 4;
+/**
+ * A sent part's body is read from the file in pieces of this size, each handed to the socket as it comes:
+ * 4 parts in flight hold a few MiB, not 4 whole 8 MiB part buffers (32 MiB, the largest item of a 1 GB
+ * upload's peak RSS after Node and the SDK themselves).
+ */
+const PART_READ_BYTES = 1024 * 1024;
+/** Dead read pieces are collected after this many bytes sent (young-garbage.ts). */
+const COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
+/**
+ * Retries of one part. The SDK does not retry a request whose body is a stream (it cannot rewind it), so
+ * each part retries itself, with a fresh read of the file, on what retrying can fix (5xx, throttling, a
+ * broken connection). Backoff 0.25 s, then up to 2 s: a blip; the caller's own retry covers longer trouble.
+ */
+const PART_RETRY = { retries: 3, minTimeout: 250, maxTimeout: 2_000, randomize: true } as const;
 /** How long an interrupted upload may take to abort its multipart upload before the process moves on. */
 export const ABORT_UPLOAD_TIMEOUT_MS = 3_000;
 
@@ -119,9 +140,9 @@ export interface MultipartResult {
 }
 
 /**
- * A multipart upload of the file, one part per block. Each block is read into a pooled buffer and hashed;
- * with a `base`, a block whose digest equals the base's same block is copied server-side from the base
- * version (UploadPartCopy) instead of sent. Every part but the last is a whole block (≥ 5 MiB).
+ * A multipart upload of the file, one part per block, each streamed from the file and hashed as it is
+ * sent. With a `base`, a block the base has at the same length is hashed first, and copied server-side
+ * from the base version (UploadPartCopy) when its digest is the base's. Every part but the last is a whole block (≥ 5 MiB).
  * @throws PartCopyRefusedError when the server refuses a part copy (the upload is aborted first).
  */
 export async function putMultipart(
@@ -144,7 +165,6 @@ export async function putMultipart(
   );
   const uploadId = created.UploadId;
   if (!uploadId) throw new Error('CreateMultipartUpload returned no upload id');
-  const handle = await open(path, 'r');
   const blockCount = Math.ceil(sizeBytes / blockSizeBytes);
   const digests: string[] = new Array<string>(blockCount);
   const completed: CompletedPart[] = [];
@@ -153,35 +173,31 @@ export async function putMultipart(
   try {
     let next = 0;
     let failed = false;
-    // Workers take blocks in order; each owns one buffer for the whole upload. After one fails, the others
-    // finish their part and stop.
+    const garbage = new GarbageCadence(COLLECT_EVERY_BYTES);
+    // Workers take blocks in order. After one fails, the others finish their part and stop.
     const worker = async (): Promise<void> => {
-      const buffer = Buffer.allocUnsafeSlow(blockSizeBytes);
+      // For hashing blocks the base may share; one per worker for the whole upload.
+      const hashBuffer = base ? Buffer.allocUnsafe(PART_READ_BYTES) : undefined;
       for (let index = next++; index < blockCount && !failed; index = next++) {
         throwIfAborted(signal, 'upload');
         const start = index * blockSizeBytes;
         const length = Math.min(blockSizeBytes, sizeBytes - start);
-        const body = await readFully(handle, buffer, length, start);
-        const digest = digestOf(body);
-        digests[index] = digest;
         const partNumber = index + 1;
         let etag: string | undefined;
-        if (base && sameBlock(base.blocks, index, length, digest)) {
+        // A block the base has at the same length may be unchanged: hash it first, copy it if it is.
+        const comparable = base !== undefined && baseHasBlock(base.blocks, index, length);
+        const known = comparable && hashBuffer ? await digestRange(path, start, length, signal, hashBuffer) : undefined;
+        if (base && known !== undefined && sameBlock(base.blocks, index, length, known)) {
           etag = await copyPart(target, uploadId, partNumber, start, start + length, base.copySource);
+          digests[index] = known;
           copiedBytes += length;
         } else {
-          const out = await client.send(
-            new UploadPartCommand({
-              Bucket: bucket,
-              Key: key,
-              UploadId: uploadId,
-              PartNumber: partNumber,
-              Body: body,
-              ContentLength: length,
-            }),
-            { abortSignal: signal },
-          );
-          etag = out.ETag;
+          const sent = await sendPart(target, uploadId, partNumber, path, start, length, garbage);
+          if (known !== undefined && sent.digest !== known) {
+            throw new Error(`block ${index} changed while it was uploaded (the snapshot file must not change)`);
+          }
+          digests[index] = sent.digest;
+          etag = sent.etag;
         }
         if (!etag) throw new Error(`part ${partNumber} came back without an ETag`);
         completed.push({ PartNumber: partNumber, ETag: etag });
@@ -216,9 +232,83 @@ export async function putMultipart(
     // Already aborted: send the abort now, briefly, so a process exiting on a second signal leaves no parts.
     await abortMultipart(client, bucket, key, uploadId, signal?.aborted ? AbortSignal.timeout(ABORT_UPLOAD_TIMEOUT_MS) : signal);
     throw error;
-  } finally {
-    await handle.close();
   }
+}
+
+/** The block digest of `length` bytes of the file at `start`, read through one 1 MiB buffer. */
+async function digestRange(path: string, start: number, length: number, signal: AbortSignal | undefined, buffer: Buffer): Promise<string> {
+  const hash = createHash(BLOCK_DIGEST_ALGORITHM);
+  let read = 0;
+  for await (const chunk of fileChunks(path, { signal, startBytes: start, endBytes: start + length, buffer })) {
+    hash.update(chunk);
+    read += chunk.length;
+  }
+  if (read !== length) throw new Error(`the file ended at byte ${start + read}, expected ${start + length}`);
+  return hash.digest('hex');
+}
+
+/** A pass-through that hashes (block digest) and counts what the part's body sends. */
+class PartDigest extends Transform {
+  private readonly hash = createHash(BLOCK_DIGEST_ALGORITHM);
+  bytes = 0;
+
+  constructor(private readonly garbage: GarbageCadence) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    this.garbage.add(chunk.length);
+    callback(null, chunk);
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/**
+ * UploadPart of `length` bytes of the file at `start`, streamed from the file and hashed on the way;
+ * retried (with a fresh read) on transient failures.
+ * @returns the part's ETag and its block digest.
+ */
+async function sendPart(
+  target: UploadTarget,
+  uploadId: string,
+  partNumber: number,
+  path: string,
+  start: number,
+  length: number,
+  garbage: GarbageCadence,
+): Promise<{ etag: string | undefined; digest: string }> {
+  const { client, bucket, key, signal } = target;
+  const attempt = async (): Promise<{ etag: string | undefined; digest: string }> => {
+    throwIfAborted(signal, 'upload');
+    const digest = new PartDigest(garbage);
+    const body = pipeline(createReadStream(path, { start, end: start + length - 1, highWaterMark: PART_READ_BYTES }), digest, () => {
+      // Errors reach the request through `digest` (pipeline destroys it with the error).
+    });
+    try {
+      const out = await client.send(
+        new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: length }),
+        { abortSignal: signal },
+      );
+      if (digest.bytes !== length) throw new Error(`part ${partNumber}: sent ${digest.bytes} bytes of ${length} (the file changed)`);
+      return { etag: out.ETag, digest: digest.digest() };
+    } finally {
+      body.destroy();
+    }
+  };
+  return pRetry(attempt, {
+    ...PART_RETRY,
+    signal,
+    shouldRetry: ({ error }) => {
+      if (signal?.aborted === true) return false;
+      const classified = toStorageError(error, 'upload part', { bucket, key });
+      return classified instanceof StorageError && classified.retryable;
+    },
+  });
 }
 
 async function copyPart(

@@ -9,7 +9,8 @@
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { fileChunks, STREAM_BUFFER_BYTES } from '../core/hash.js';
+import { STREAM_BUFFER_BYTES } from '../core/hash.js';
+import { fileChunks } from '../file-chunks.js';
 import type { Pacer } from '../core/pacer.js';
 
 /** Smallest and largest SQLite page sizes. */

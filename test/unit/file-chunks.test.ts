@@ -1,10 +1,11 @@
-/** Reading a file through one reused buffer (src/core/hash.ts: fileChunks, sha256File). */
+/** Reading a file through one reused buffer (src/file-chunks.ts; sha256File in src/core/hash.ts). */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fileChunks, sha256File } from '../../src/core/hash.js';
+import { sha256File } from '../../src/core/hash.js';
+import { fileChunks } from '../../src/file-chunks.js';
 import { AbortedError } from '../../src/errors.js';
 
 let dir: string;
@@ -36,9 +37,18 @@ describe('fileChunks', () => {
     expect(buffers.size).toBe(1);
   });
 
-  it('stops at endBytes', async () => {
+  it('reads from startBytes to endBytes', async () => {
     const { copies } = await collect({ bufferBytes: 64 * 1024, endBytes: 100_000 });
     expect(Buffer.concat(copies).equals(content.subarray(0, 100_000))).toBe(true);
+    const middle = await collect({ bufferBytes: 64 * 1024, startBytes: 70_000, endBytes: 150_001 });
+    expect(Buffer.concat(middle.copies).equals(content.subarray(70_000, 150_001))).toBe(true);
+  });
+
+  it('reads into the buffer it is given', async () => {
+    const buffer = Buffer.alloc(50_000);
+    const { copies, buffers } = await collect({ buffer });
+    expect(copies.map((c) => c.length)).toEqual([50_000, 50_000, 50_000, 13_840]);
+    expect([...buffers]).toEqual([buffer.buffer]);
   });
 
   it('throws AbortedError once the signal fires, and reads nothing more', async () => {

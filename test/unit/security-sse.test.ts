@@ -38,7 +38,11 @@ beforeEach(() => {
   s3.reset();
   s3.on(PutObjectCommand).resolves({ VersionId: 'v1', ETag: '"e1"' });
   s3.on(CreateMultipartUploadCommand).resolves({ UploadId: 'u1' });
-  s3.on(UploadPartCommand).resolves({ ETag: '"p"' });
+  // Parts are streamed from the file, and the uploader checks the whole part went out: read the body as the SDK would.
+  s3.on(UploadPartCommand).callsFake(async (input: { Body: AsyncIterable<unknown> }) => {
+    for await (const chunk of input.Body) void chunk;
+    return { ETag: '"p"' };
+  });
   s3.on(CompleteMultipartUploadCommand).resolves({ VersionId: 'v2' });
   s3.on(CopyObjectCommand).resolves({ VersionId: 'v3' });
   s3.on(HeadObjectCommand).resolves({ ContentLength: 4096, LastModified: new Date(), VersionId: 'v1', Metadata: {} });
