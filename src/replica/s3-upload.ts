@@ -142,7 +142,8 @@ export interface MultipartResult {
 /**
  * A multipart upload of the file, one part per block, each streamed from the file and hashed as it is
  * sent. With a `base`, a block the base has at the same length is hashed first, and copied server-side
- * from the base version (UploadPartCopy) when its digest is the base's. Every part but the last is a whole block (≥ 5 MiB).
+ * from the base version (UploadPartCopy) when its digest is the base's. Every part but the last is a
+ * whole block (≥ 5 MiB).
  * @throws PartCopyRefusedError when the server refuses a part copy (the upload is aborted first).
  */
 export async function putMultipart(
