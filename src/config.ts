@@ -38,10 +38,10 @@ export const DEFAULT_KEEP_BACKUPS_DAYS = 7;
 
 /**
  * Share of the time a snapshot taken while the app runs may work (pacer.ts): a quarter. Measured on this
- * project's 2-vCPU machine with 200 inserts/s into a 200 MB WAL database (bench/RESULTS.md, section 4, the full
- * run of 2026-12-03, both alternating): the app's p99 commit latency during snapshots was x4.52 of no sync
- * unpaced and x2.87 paced; the snapshot (copy, check, hash) took 5.6 s instead of 1.2 s, which an interval of
- * minutes and an hourly base do not notice.
+ * project's 2-vCPU machine with 200 inserts/s into a 200 MB WAL database (bench/RESULTS.md, section 4, two full
+ * runs of 2026-12-03, both alternating): the app's p99 commit latency during snapshots was x4.52 and x4.46 of no
+ * sync unpaced, x2.87 and x1.92 paced; the snapshot (copy, check, hash) took 5.6 s instead of 1.2 s, which an
+ * interval of minutes and an hourly base do not notice.
  */
 export const DEFAULT_SNAPSHOT_PACE = 0.25;
 

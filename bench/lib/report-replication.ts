@@ -171,7 +171,7 @@ export function replicationTargets(idle: IdleResult | undefined, risk: RiskResul
         ` (${idle.sizeMB} MB database)`,
       met: worst < 100,
       limits:
-        'Node + AWS SDK take ~70 MB at start; the capture adds its pending segment (≤ 8 MiB of pages in memory, then a spool file), an 8-byte hash per page (2 MiB per GiB) and the base upload’s part buffers',
+        'Node + AWS SDK take ~70 MB at start; the capture adds its pending segment (≤ 8 MiB of pages in memory, then a spool file), an 8-byte hash per page (2 MiB per GiB), and each base: its backup-API copy (a 16 MB destination page cache), its check and its upload',
     });
   }
   return targets;
