@@ -10,6 +10,7 @@ import { PendingSegment, type SealedSegment } from '../../src/replication/pendin
 import { SegmentShipper } from '../../src/replication/shipper.js';
 import type { ObjectInfo } from '../../src/replica/store.js';
 import { createDatabase, tempDir } from '../helpers/db.js';
+import { sealedSegmentFile } from '../helpers/segments.js';
 
 const GEN = '20261202T174501Z-9f3a01bc';
 const PAGE = 4096;
@@ -93,22 +94,7 @@ describe('PendingSegment', () => {
 });
 
 describe('SegmentShipper', () => {
-  function sealed(dir: string, seq: number): SealedSegment {
-    const path = join(dir, `s${seq}`);
-    writeFileSync(path, `segment ${seq}`);
-    return {
-      gen: GEN,
-      seq,
-      lastCommitMs: 1000 + seq,
-      firstCommitMs: 1000 + seq,
-      path,
-      sizeBytes: 9,
-      pages: 1,
-      commits: 1,
-      preChecksum: 0n,
-      postChecksum: 0n,
-    };
-  }
+  const sealed = (dir: string, seq: number): SealedSegment => sealedSegmentFile(dir, seq, GEN);
 
   it('ships strictly in seq order, retrying a failed PUT of the same key, and deletes each file after its PUT', async () => {
     const dir = tempDir();

@@ -5,16 +5,15 @@
  * empties before the file removal. A slow disk makes that window wide; the removal is slowed here on
  * purpose, since a real disk cannot be made slow on demand.
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it, vi } from 'vitest';
 import type * as FsAtomic from '../../src/fs-atomic.js';
 import { silentLogger } from '../../src/logger.js';
-import type { SealedSegment } from '../../src/replication/pending.js';
 import { SegmentShipper } from '../../src/replication/shipper.js';
 import type { ObjectInfo } from '../../src/replica/store.js';
 import { tempDir } from '../helpers/db.js';
+import { sealedSegmentFile } from '../helpers/segments.js';
 
 vi.mock('../../src/fs-atomic.js', async (importOriginal) => {
   const real = await importOriginal<typeof FsAtomic>();
@@ -37,22 +36,7 @@ describe('SegmentShipper.drain', () => {
       put: async (key) => ({ key }) as ObjectInfo,
       onShipped: (s) => shipped.push(s.seq),
     });
-    const segments: SealedSegment[] = [1, 2].map((seq) => {
-      const path = join(dir, `s${seq}`);
-      writeFileSync(path, `segment ${seq}`);
-      return {
-        gen: '20261202T174501Z-9f3a01bc',
-        seq,
-        lastCommitMs: 1000 + seq,
-        firstCommitMs: 1000 + seq,
-        path,
-        sizeBytes: 9,
-        pages: 1,
-        commits: 1,
-        preChecksum: 0n,
-        postChecksum: 0n,
-      };
-    });
+    const segments = [1, 2].map((seq) => sealedSegmentFile(dir, seq));
     for (const s of segments) shipper.enqueue(s);
     await shipper.drain(AbortSignal.timeout(10_000));
     expect(shipped).toEqual([1, 2]);
