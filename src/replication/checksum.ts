@@ -9,8 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { STREAM_BUFFER_BYTES } from '../core/hash.js';
-import { fileChunks } from '../file-chunks.js';
+import { FILE_CHUNK_BYTES, fileChunks } from '../file-chunks.js';
 import type { Pacer } from '../core/pacer.js';
 
 /** Smallest and largest SQLite page sizes. */
@@ -158,7 +157,7 @@ export async function hashDatabaseFile(path: string, signal?: AbortSignal, pacer
   let pgno = 1;
   let carry: Buffer | undefined;
   // A whole number of pages per read, so a short read is the only way a page spans two chunks.
-  const bufferBytes = Math.max(1, Math.floor(STREAM_BUFFER_BYTES / pageSize)) * pageSize;
+  const bufferBytes = Math.max(1, Math.floor(FILE_CHUNK_BYTES / pageSize)) * pageSize;
   for await (const chunk of fileChunks(path, { signal, bufferBytes, endBytes: sizeBytes })) {
     let data = chunk;
     if (carry) {
