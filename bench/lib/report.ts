@@ -87,7 +87,7 @@ export function evaluateTargets(r: Results): Target[] {
         "sha256 side by side: the check is work the script never does (about 1 s of a core per GB), the sha256 is what S3's metadata " +
         'records before the upload starts. The upload sends 8 MiB parts, 4 at a time, each streamed from the file in 1 MiB reads ' +
         '(one PUT up to 8 MiB); on loopback the S3 server shares the 2 vCPUs with both tools, and the script’s own speed moves ' +
-        'with it (aws s3 cp of 1 GB: 8.8 s in the run of 2026-12-03 14:39 UTC, 7.5 s in the next)',
+        'with it from run to run (RESULTS-notes.md)',
     });
   }
   const restores = sizes.flatMap((s) => (s.restore ? [s.restore] : []));
@@ -106,8 +106,7 @@ export function evaluateTargets(r: Results): Target[] {
         'hashes the file in order as the ranges land, checks size and sha256, fsyncs, then renames; quick_check is skipped when the ' +
         'sha256 matches metadata db-sync wrote after checking that very snapshot (DB_SYNC_INTEGRITY_CHECK=full still forces a check). ' +
         'aws s3 cp neither verifies nor fsyncs (the sha256 is about 0.6 s of a core per GB). Node and the SDK take about 0.3 s to ' +
-        'start. The peer’s time moves with the local server: aws s3 cp of 1 GB took 6.2 s in the run of 2026-12-03 14:39 UTC and ' +
-        '3.0-3.7 s in the next, while db-sync went from 6.2 s to 4.4-4.9 s',
+        'start. The peer’s time moves with the local server from run to run (RESULTS-notes.md)',
     });
   }
   const steady = SYNC_PATTERNS.flatMap(({ pattern, field }) => sizes.flatMap((s) => (s[field] ? [{ pattern, u: s[field] }] : [])));
